@@ -1,0 +1,417 @@
+"""One typed config for every voxtrace command.
+
+A config is built from YAML files (a file may name a ``base:`` file it extends) plus dotted CLI overrides
+(``train.epochs=3``), then validated before any work starts. Every key is a dataclass field below, so an
+unknown key, a value of the wrong type or a value out of range is refused with the dotted key and what is
+allowed. ``Config.to_dict()`` round-trips through ``Config.from_dict()``; each run saves its resolved
+config beside its checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ATTRIBUTION_CLASSES = ["espeak", "clustergen", "diphone", "hts", "vits", "unknown"]
+DETECTION_CLASSES = ["bonafide", "spoof"]
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, missing, of the wrong type or out of range. The message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where the training data lives and how it is split into folds."""
+
+    dataset: str = "demo"  # demo | spcup22 | asvspoof19 | folder | csv
+    root: str = "data/demo"  # a folder, a CSV file, or a key of PATHS.json
+    paths_json: str = "PATHS.json"
+    folds: int = 5
+    selected_folds: list[int] = field(default_factory=lambda: [0])
+    all_data: bool = False
+    pseudo_csv: str | None = None
+    pseudo_weight: float = 1.0  # sample weight of pseudo-labelled clips
+    balance: bool = False  # sample bona fide and spoof equally (detect task)
+    max_files: int | None = None  # cap per class, for debugging
+
+
+@dataclass
+class AudioConfig:
+    """Decoding and cropping of waveforms."""
+
+    sample_rate: int = 16000
+    duration: float = 6.0  # seconds seen by the model
+    pad_mode: str = "constant"  # constant | reflect | random  (how short clips are padded)
+    crop_mode: str = "random"  # random | center | start  (how long clips are cropped in training)
+    window_hop: float = 0.5  # inference windows overlap by this fraction of `duration`
+    window_agg: str = "mean"  # mean | max  (how window scores of a long file are merged)
+
+
+@dataclass
+class FeatureConfig:
+    """The front-end: a Keras layer inside the model that maps waveforms to a 3-channel image."""
+
+    kind: str = "logmel"  # logmel | stft | mfcc | lfcc | wavelet
+    img_size: list[int] = field(default_factory=lambda: [128, 384])  # H (frequency bins) x W (frames)
+    n_fft: int = 2048
+    win_length: int = 2048
+    window: str = "hann"
+    fmin: float = 20.0
+    fmax: float = 8000.0
+    top_db: float = 80.0
+    n_coeffs: int = 40  # mfcc / lfcc coefficients (before resizing to H)
+    wavelet: str = "haar"
+    wavelet_level: int = 7
+    normalize: bool = True
+
+
+@dataclass
+class AugmentConfig:
+    """Train-time augmentation. Every `*_prob` is a probability in [0, 1]."""
+
+    enabled: bool = True
+    # waveform (the reference's knobs)
+    audio_augment_prob: float = 0.8
+    gn_prob: float = 0.5  # Gaussian noise
+    timeshift_prob: float = 0.0
+    timereverse_prob: float = 0.0
+    # channel: what real transmission does to a clip (SP Cup part 2 and beyond)
+    noise_snr_prob: float = 0.3
+    snr_db: list[float] = field(default_factory=lambda: [10.0, 30.0])
+    reverb_prob: float = 0.2
+    bandlimit_prob: float = 0.2
+    codec_prob: float = 0.3  # mp3 / telephone / mu-law / resampling chain, one picked at random
+    # voice: changes the speaker, keeps the synthesis method
+    pitch_prob: float = 0.0
+    formant_prob: float = 0.0
+    speed_prob: float = 0.0
+    # spectrogram (inside the model, training only)
+    spec_augment_prob: float = 0.8
+    mask_prob: float = 0.75
+    freq_mask: int = 8
+    time_mask: int = 32
+    hflip: bool = False
+    vflip: bool = False
+    jc_prob: float = 0.0  # JPEG-style compression of the image
+    jc_quality: list[int] = field(default_factory=lambda: [85, 95])
+    # batch
+    mixup_prob: float = 0.0
+    mixup_alpha: float = 2.5
+    cutmix_prob: float = 0.0
+    cutmix_alpha: float = 2.5
+
+
+@dataclass
+class ModelConfig:
+    """The backbone (a name from `voxtrace.models.list_models()`) and the head on top of it."""
+
+    name: str = "EfficientNetB0"
+    pretrain: str | None = None  # null (scratch) | imagenet | imagenet21k | path to a weights file
+    num_features: int = 64  # Dense(num_features, selu) before the classifier, as the reference
+    dropout: float = 0.0
+    freeze_bn: bool = False
+    disable_bn: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule and the distribution strategy."""
+
+    epochs: int = 25
+    batch_size: int = 64  # global batch size
+    steps_per_epoch: int | None = None  # default: one pass over the training files
+    loss: str = "CCE"  # CCE | BCE | Focal
+    label_smoothing: float = 0.05
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    optimizer: str = "Adam"  # Adam | AdamW | SGD | RectifiedAdam
+    weight_decay: float = 1e-4
+    agc_clip: float | None = None  # adaptive gradient clipping factor (NFNets use 0.01)
+    scheduler: str = "exp"  # exp | cosine | step | constant
+    lr_max: float = 1.15e-6  # multiplied by batch_size, as the reference
+    lr_min: float = 0.95e-6  # multiplied by batch_size
+    lr_start: float = 1e-7  # multiplied by batch_size
+    lr_ramp_ep: int = 5
+    lr_sus_ep: int = 0
+    lr_decay: float = 0.8
+    strategy: str = "auto"  # auto | cpu | gpu | mirrored | multiworker | tpu
+    mixed_precision: bool = True  # used only where the device supports it
+    tta: int = 1  # test-time augmentation passes for out-of-fold scores
+    monitor: str = "val_f1"
+    verbose: int = 1
+    wandb: bool = False
+
+
+@dataclass
+class OpenSetConfig:
+    """Reject low-confidence clips to `unknown_class` (calibrated on out-of-fold scores)."""
+
+    enabled: bool = False
+    score: str = "maxprob"  # maxprob | energy
+    target_tpr: float = 0.95  # keep this fraction of correctly attributed known clips
+
+
+@dataclass
+class InferConfig:
+    """Ensemble prediction and pseudo-labelling."""
+
+    batch_size: int | None = None  # default: picked to fit memory
+    tta: int = 1
+    agg: str = "mean"  # mean | geometric | max
+    open_set: OpenSetConfig = field(default_factory=OpenSetConfig)
+    pseudo_threshold: float = 0.6  # keep pseudo-labels whose top probability reaches this
+    pseudo_cap_per_class: int | None = None
+
+
+@dataclass
+class Config:
+    """The whole experiment."""
+
+    task: str = "attribute"  # attribute | detect
+    classes: list[str] = field(default_factory=lambda: list(ATTRIBUTION_CLASSES))
+    unknown_class: str | None = "unknown"
+    seed: int = 42
+    debug: bool = False
+    output_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+    # ---- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Config":
+        cfg = _build(cls, raw, prefix="")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, overrides: typing.Iterable[str] = ()) -> "Config":
+        """Read a YAML file (following `base:` links) and apply `key.sub=value` overrides."""
+        raw = _read_yaml_chain(Path(path)) if path else {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"override {item!r} must look like key.sub=value")
+            _set_dotted(raw, key.strip(), yaml.safe_load(value))
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the resolved config as YAML, atomically."""
+        from voxtrace.io import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def replace(self, **dotted) -> "Config":
+        """A validated copy with `section__key=value` changes, e.g. `train__epochs=3`."""
+        raw = self.to_dict()
+        for key, value in dotted.items():
+            _set_dotted(raw, key.replace("__", "."), value)
+        return Config.from_dict(raw)
+
+    # ---- derived values -----------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples of one model input window."""
+        return int(round(self.audio.duration * self.audio.sample_rate))
+
+    @property
+    def run_name(self) -> str:
+        """`{model}-{H}x{W}`: the per-model folder under `output_dir`, as the reference."""
+        h, w = self.features.img_size
+        return f"{self.model.name}-{h}x{w}"
+
+    # ---- validation -----------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Refuse values out of range, naming the key and what is allowed."""
+        _choice("task", self.task, ["attribute", "detect"])
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"classes must be at least two distinct names. Received: classes={self.classes}")
+        if self.unknown_class is not None and self.unknown_class not in self.classes:
+            raise ConfigError(
+                f"unknown_class={self.unknown_class!r} is not one of classes={self.classes} (or set it to null)"
+            )
+        d = self.data
+        _choice("data.dataset", d.dataset, ["demo", "spcup22", "asvspoof19", "folder", "csv"])
+        _range("data.folds", d.folds, 2, None)
+        for k in d.selected_folds:
+            if not 0 <= k < d.folds:
+                raise ConfigError(f"data.selected_folds: fold {k} is outside 0..{d.folds - 1} (data.folds={d.folds})")
+        _range("data.pseudo_weight", d.pseudo_weight, 0.0, None)
+        a = self.audio
+        _range("audio.sample_rate", a.sample_rate, 8000, 192000)
+        _range("audio.duration", a.duration, 0.1, 600.0)
+        _choice("audio.pad_mode", a.pad_mode, ["constant", "reflect", "random"])
+        _choice("audio.crop_mode", a.crop_mode, ["random", "center", "start"])
+        _range("audio.window_hop", a.window_hop, 0.05, 1.0)
+        _choice("audio.window_agg", a.window_agg, ["mean", "max"])
+        f = self.features
+        _choice("features.kind", f.kind, ["logmel", "stft", "mfcc", "lfcc", "wavelet"])
+        if len(f.img_size) != 2:
+            raise ConfigError(f"features.img_size must be [H, W]. Received: {f.img_size}")
+        _range("features.img_size[0] (H)", f.img_size[0], 32, 4096)
+        _range("features.img_size[1] (W)", f.img_size[1], 32, 8192)
+        _range("features.n_fft", f.n_fft, 16, 65536)
+        _range("features.win_length", f.win_length, 16, f.n_fft)
+        _choice("features.window", f.window, ["hann", "hamming"])
+        nyquist = a.sample_rate / 2
+        _range("features.fmax", f.fmax, 1.0, nyquist)
+        _range("features.fmin", f.fmin, 0.0, f.fmax)
+        _range("features.top_db", f.top_db, 1.0, 200.0)
+        _range("features.n_coeffs", f.n_coeffs, 2, 512)
+        _range("features.wavelet_level", f.wavelet_level, 1, 14)
+        g = self.augment
+        for name in [x.name for x in dataclasses.fields(g) if x.name.endswith("_prob")]:
+            _range(f"augment.{name}", getattr(g, name), 0.0, 1.0)
+        if len(g.snr_db) != 2 or g.snr_db[0] > g.snr_db[1]:
+            raise ConfigError(f"augment.snr_db must be [low, high] with low <= high. Received: {g.snr_db}")
+        if len(g.jc_quality) != 2 or not 0 <= g.jc_quality[0] <= g.jc_quality[1] <= 100:
+            raise ConfigError(f"augment.jc_quality must be [low, high] within 0..100. Received: {g.jc_quality}")
+        _range("augment.freq_mask", g.freq_mask, 0, f.img_size[0])
+        _range("augment.time_mask", g.time_mask, 0, f.img_size[1])
+        _range("augment.mixup_alpha", g.mixup_alpha, 0.0, None)
+        _range("augment.cutmix_alpha", g.cutmix_alpha, 0.0, None)
+        m = self.model
+        _range("model.num_features", m.num_features, 1, None)
+        _range("model.dropout", m.dropout, 0.0, 0.99)
+        t = self.train
+        _range("train.epochs", t.epochs, 1, None)
+        _range("train.batch_size", t.batch_size, 1, None)
+        _choice("train.loss", t.loss, ["CCE", "BCE", "Focal"])
+        _range("train.label_smoothing", t.label_smoothing, 0.0, 0.5)
+        _choice("train.optimizer", t.optimizer, ["Adam", "AdamW", "SGD", "RectifiedAdam"])
+        _choice("train.scheduler", t.scheduler, ["exp", "cosine", "step", "constant"])
+        for name in ("lr_max", "lr_min", "lr_start"):
+            _range(f"train.{name}", getattr(t, name), 0.0, 1.0)
+        _range("train.lr_decay", t.lr_decay, 0.0, 1.0)
+        _choice("train.strategy", t.strategy, ["auto", "cpu", "gpu", "mirrored", "multiworker", "tpu"])
+        _range("train.tta", t.tta, 1, 64)
+        i = self.infer
+        _choice("infer.agg", i.agg, ["mean", "geometric", "max"])
+        _range("infer.tta", i.tta, 1, 64)
+        _choice("infer.open_set.score", i.open_set.score, ["maxprob", "energy"])
+        _range("infer.open_set.target_tpr", i.open_set.target_tpr, 0.0, 1.0)
+        if i.open_set.enabled and self.unknown_class is None:
+            raise ConfigError("infer.open_set.enabled needs unknown_class to name the class rejected clips get")
+        _range("infer.pseudo_threshold", i.pseudo_threshold, 0.0, 1.0)
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------
+def _choice(key, value, allowed):
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {allowed}. Received: {key}={value!r}")
+
+
+def _range(key, value, low, high):
+    if value is None or (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ConfigError(f"{key} must be within {bounds}. Received: {key}={value!r}")
+
+
+def _read_yaml_chain(path: Path, seen: tuple = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} extends itself through `base:`")
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys, not {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    merged = _read_yaml_chain(path.parent / base, seen + (path.resolve(),))
+    _deep_update(merged, raw)
+    return merged
+
+
+def _deep_update(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_update(into[key], value)
+        else:
+            into[key] = value
+
+
+def _set_dotted(raw: dict, key: str, value) -> None:
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {part} is not a section")
+    node[leaf] = value
+
+
+def _build(cls, raw, prefix):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping. Received: {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}; valid keys here: {sorted(names)}")
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, key):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, key + ".")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list. Received: {key}={value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false. Received: {key}={value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{key} must be a whole number. Received: {key}={value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number. Received: {key}={value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string. Received: {key}={value!r}")
+        return str(value)
+    return value
+
+
+def load_paths(paths_json: str | os.PathLike = "PATHS.json") -> dict[str, str]:
+    """Read PATHS.json (data set name -> folder), as the reference; relative paths are relative to the file."""
+    path = Path(paths_json)
+    if not path.is_file():
+        return {}
+    with open(path) as fh:
+        entries = json.load(fh)
+    return {k: str((path.parent / v).resolve()) if not os.path.isabs(v) else v for k, v in entries.items()}
