@@ -1,0 +1,9 @@
+#!/usr/bin/env python
+"""`voxtrace predict` as the reference's top-level script. See `python predict.py --help`."""
+
+import sys
+
+from voxtrace.cli import main_for
+
+if __name__ == "__main__":
+    sys.exit(main_for("predict"))
