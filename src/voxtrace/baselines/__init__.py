@@ -1,0 +1,1 @@
+"""Classical baselines that the CNN ensembles are measured against."""

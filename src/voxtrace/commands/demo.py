@@ -1,0 +1,26 @@
+"""`voxtrace demo`: the whole competition pipeline on the demo corpus (see voxtrace.pipeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_MODELS = ["EfficientNetB0", "ResNet18"]
+
+
+def add_arguments(parser):
+    parser.add_argument("--cfg", default="configs/demo.yaml", help="config of every training run (default: %(default)s)")
+    parser.add_argument(
+        "--models", nargs="+", default=DEFAULT_MODELS, help="backbones of the ensemble (default: %(default)s)"
+    )
+    parser.add_argument("--out", default="runs/demo", help="run folder; a rerun skips finished stages (default: %(default)s)")
+    parser.add_argument("--per-class", type=int, default=None, help="training clips per class when the corpus is built")
+
+
+def run(args) -> int:
+    from voxtrace.pipeline import DemoPlan, run_demo
+
+    cfg_path = Path(args.cfg)
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"--cfg {cfg_path}: no such config file")
+    run_demo(DemoPlan(cfg_path=cfg_path, models=list(args.models), out=Path(args.out), per_class=args.per_class))
+    return 0
