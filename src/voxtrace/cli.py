@@ -19,6 +19,9 @@ COMMANDS = {
     "predict": "ensemble checkpoints over a folder of audio into a track,algorithm CSV",
     "evaluate": "score a prediction CSV against labels: accuracy, macro F1, AUC, EER, confusion matrix",
     "demo": "run the whole competition pipeline on the demo corpus and print the results table",
+    "serve": "web app and JSON API: upload or record a clip, see the generator, every class's probability and why",
+    "explain": "saliency maps (integrated gradients, Grad-CAM) over the spectrogram, one PNG per audio file",
+    "fingerprints": "mean log-spectrum of every class in one figure (generator fingerprints)",
 }
 
 

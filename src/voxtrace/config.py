@@ -58,7 +58,7 @@ class AudioConfig:
 class FeatureConfig:
     """The front-end: a Keras layer inside the model that maps waveforms to a 3-channel image."""
 
-    kind: str = "logmel"  # logmel | stft | mfcc | lfcc | wavelet
+    kind: str = "logmel"  # logmel | stft | mfcc | lfcc | wavelet | raw (waveform as is, for raw-waveform backbones)
     img_size: list[int] = field(default_factory=lambda: [128, 384])  # H (frequency bins) x W (frames)
     n_fft: int = 2048
     win_length: int = 2048
@@ -70,6 +70,7 @@ class FeatureConfig:
     wavelet: str = "haar"
     wavelet_level: int = 7
     normalize: bool = True
+    norm: str = "standard"  # standard | minmax: per-sample image normalization used when `normalize` is true
 
 
 @dataclass
@@ -147,6 +148,7 @@ class TrainConfig:
     monitor: str = "val_f1"
     verbose: int = 1
     wandb: bool = False
+    deterministic: bool = False  # deterministic TF ops (tf.config.experimental.enable_op_determinism): repeatable, slower
 
 
 @dataclass
@@ -263,7 +265,8 @@ class Config:
         _range("audio.window_hop", a.window_hop, 0.05, 1.0)
         _choice("audio.window_agg", a.window_agg, ["mean", "max"])
         f = self.features
-        _choice("features.kind", f.kind, ["logmel", "stft", "mfcc", "lfcc", "wavelet"])
+        # raw: the waveform passes through unchanged, for raw-waveform backbones (rawnet2*, wav2vec_conv*)
+        _choice("features.kind", f.kind, ["logmel", "stft", "mfcc", "lfcc", "wavelet", "raw"])
         if len(f.img_size) != 2:
             raise ConfigError(f"features.img_size must be [H, W]. Received: {f.img_size}")
         _range("features.img_size[0] (H)", f.img_size[0], 32, 4096)
@@ -277,6 +280,15 @@ class Config:
         _range("features.top_db", f.top_db, 1.0, 200.0)
         _range("features.n_coeffs", f.n_coeffs, 2, 512)
         _range("features.wavelet_level", f.wavelet_level, 1, 14)
+        # front-end layer constraints (voxtrace.features)
+        _choice("features.norm", f.norm, ["standard", "minmax"])
+        _choice("features.wavelet", f.wavelet, ["haar", "db1", "db2", "db3", "db4"])
+        if f.kind in ("mfcc", "lfcc"):
+            _range("features.n_coeffs", f.n_coeffs, 2, f.img_size[0])
+        if f.kind == "wavelet" and 2**f.wavelet_level > self.num_samples:
+            raise ConfigError(
+                f"features.wavelet_level={f.wavelet_level} needs 2**level <= audio samples ({self.num_samples})"
+            )
         g = self.augment
         for name in [x.name for x in dataclasses.fields(g) if x.name.endswith("_prob")]:
             _range(f"augment.{name}", getattr(g, name), 0.0, 1.0)
@@ -303,6 +315,12 @@ class Config:
         _range("train.lr_decay", t.lr_decay, 0.0, 1.0)
         _choice("train.strategy", t.strategy, ["auto", "cpu", "gpu", "mirrored", "multiworker", "tpu"])
         _range("train.tta", t.tta, 1, 64)
+        # training loop (voxtrace.training)
+        if t.agc_clip is not None:
+            _range("train.agc_clip", t.agc_clip, 0.0, None)
+        if t.steps_per_epoch is not None:
+            _range("train.steps_per_epoch", t.steps_per_epoch, 1, None)
+        _choice("train.monitor", t.monitor, ["val_f1", "val_acc", "val_loss"])
         i = self.infer
         _choice("infer.agg", i.agg, ["mean", "geometric", "max"])
         _range("infer.tta", i.tta, 1, 64)
@@ -397,6 +415,11 @@ def _coerce(hint, value, key):
             raise ConfigError(f"{key} must be a whole number. Received: {key}={value!r}")
         return int(value)
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number. Received: {key}={value!r}")
         return float(value)

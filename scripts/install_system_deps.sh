@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Debian packages voxtrace needs: speech engines and codecs for the demo corpus, and the packages whose
+# human speech recordings make its bona fide ("unknown") class. Idempotent: installs only what is missing.
+set -euo pipefail
+
+PACKAGES=(
+  espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+  sox ffmpeg lame libsndfile1
+  asterisk-core-sounds-en-wav fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl
+  klettres-data ktuberling-data hedgewars-data
+  chromium chromium-driver  # the web app's browser tests
+)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "all ${#PACKAGES[@]} system packages are installed"
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo)
+else
+  echo "missing packages: ${missing[*]}; run this script as root or install sudo" >&2
+  exit 1
+fi
+
+echo "installing: ${missing[*]}"
+"${SUDO[@]}" apt-get update
+DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,22 @@
+"""`voxtrace serve`: the web app over an ensemble of checkpoints (page at /, JSON at POST /api/predict)."""
+
+from __future__ import annotations
+
+
+def add_arguments(parser):
+    parser.add_argument("--model-dir", required=True, help="folder with RUN/ckpt/*.keras and RUN/cfg/config.yaml")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    parser.add_argument("--max-upload-mb", type=float, default=50, help="largest upload in MB (default: %(default)s)")
+    parser.add_argument("--max-duration", type=float, default=600, help="longest clip in seconds (default: %(default)s)")
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from voxtrace.serve import create_app
+
+    app = create_app(args.model_dir, max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration)
+    print(f"voxtrace serve: http://{args.host}:{args.port}/ ({app.state.attributor.num_checkpoints} checkpoint(s))")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

@@ -1,0 +1,96 @@
+"""A tiny real checkpoint, real speech clips and a real uvicorn server for the serve and explain tests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from voxtrace.config import Config
+
+SR = 16000
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Synthetic speech leaves traces in the spectrum.",
+    "Please call me back after lunch.",
+    "Seven bright lanterns hung above the harbour.",
+    "A cold wind swept across the valley.",
+]
+VOICES = ["en-us", "en-gb"]
+
+
+def tiny_cfg() -> Config:
+    return Config.from_dict({"model": {"name": "cnn4"}, "features": {"img_size": [32, 64]}, "audio": {"duration": 0.5}})
+
+
+def save_tiny_run(root: Path, seed: int = 0) -> tuple[Path, Config]:
+    """`root/run/ckpt/fold-0.keras` (cnn4 classifier, random init) and `root/run/cfg/config.yaml`."""
+    import keras
+
+    from voxtrace.features import SpecAugment
+    from voxtrace.models import build_classifier
+
+    cfg = tiny_cfg()
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(cfg, spec_augment=SpecAugment.from_config_section(cfg.augment))
+    ckpt = Path(root) / "run" / "ckpt" / "fold-0.keras"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    model.save(ckpt)
+    cfg.save(Path(root) / "run" / "cfg" / "config.yaml")
+    return ckpt, cfg
+
+
+def espeak_clips(folder: Path, count: int = 2) -> list[Path]:
+    """`count` real espeak-ng utterances (different sentences and voices) as WAV files."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"espeak_{i:02d}.wav"
+        voice = VOICES[i % len(VOICES)]
+        text = SENTENCES[i % len(SENTENCES)]
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(150 + 10 * i), "-w", str(path), text], check=True)
+        paths.append(path)
+    return paths
+
+
+def tone_clip(path: Path, seconds: float, freq: float = 440.0) -> Path:
+    t = np.arange(int(seconds * SR)) / SR
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), SR)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """A uvicorn server on 127.0.0.1 and a free port, in a background thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"uvicorn did not start on {self.url}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

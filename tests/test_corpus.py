@@ -1,0 +1,156 @@
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from voxtrace import cli
+from voxtrace.config import ATTRIBUTION_CLASSES
+from voxtrace.data.corpus import build as build_module
+from voxtrace.data.corpus import build_demo_corpus, plan_corpus
+from voxtrace.data.corpus.build import plan_summary
+from voxtrace.data.corpus.engines import CLASS_VOICES, missing_programs
+from voxtrace.data.corpus.sentences import sentence_list
+
+HELD_OUT = {v.speaker for voices in CLASS_VOICES.values() for v in voices if v.held_out}
+needs_engines = pytest.mark.skipif(bool(missing_programs()), reason="speech engines not installed")
+
+
+def test_sentences_are_fixed_distinct_and_speakable():
+    sentences = sentence_list()
+    assert len(sentences) == len(set(sentences)) == 900
+    assert all(9 <= len(s.split()) <= 17 and s[-1] in ".?" for s in sentences)
+    assert sentence_list() is sentences
+
+
+@needs_engines
+def test_plan_keeps_splits_apart():
+    plan = plan_summary(plan_corpus(per_class=40, eval_per_class=12, seed=3))
+    counts = plan.groupby(["split", "class_name"]).size().unstack()
+    assert (counts.loc["train"] == 40).all() and (counts.loc[["eval_part1", "eval_part2"]] == 12).all().all()
+    texts = {s: set(plan.loc[(plan.split == s) & (plan.class_name != "unknown"), "text_ids"].sum())
+             for s in build_module.SPLITS}
+    assert not texts["train"] & texts["eval_part1"] and not texts["train"] & texts["eval_part2"]
+    assert not texts["eval_part1"] & texts["eval_part2"]
+    human = {s: set(plan.loc[(plan.split == s) & (plan.class_name == "unknown"), "speaker"]) for s in texts}
+    assert all(human.values())
+    assert not human["train"] & human["eval_part1"] and not human["train"] & human["eval_part2"]
+    assert not human["eval_part1"] & human["eval_part2"]
+    train_speakers = set(plan.loc[plan.split == "train", "speaker"])
+    assert not train_speakers & HELD_OUT
+    for split in ("eval_part1", "eval_part2"):
+        eval_speakers = set(plan.loc[plan.split == split, "speaker"])
+        for class_name, voices in CLASS_VOICES.items():
+            if any(v.held_out for v in voices):
+                assert eval_speakers & {v.speaker for v in voices if v.held_out}, (split, class_name)
+    unknown = plan[plan.class_name == "unknown"]
+    assert set(unknown.engine) == {"human", "griffinlim"}
+    assert (unknown.engine == "griffinlim").mean() == pytest.approx(0.25, abs=0.05)
+    assert plan.track.is_unique and plan.track.str.fullmatch(r"[0-9a-f]{32}\.wav").all()
+
+
+@needs_engines
+def test_plan_is_deterministic_per_seed():
+    a = plan_summary(plan_corpus(per_class=8, eval_per_class=4, seed=0))
+    b = plan_summary(plan_corpus(per_class=8, eval_per_class=4, seed=0))
+    c = plan_summary(plan_corpus(per_class=8, eval_per_class=4, seed=1))
+    pd.testing.assert_frame_equal(a, b)
+    assert not set(a.track) & set(c.track)
+
+
+def test_segments_cut_long_and_join_short_recordings():
+    rng = np.random.default_rng(0)
+    files = [("long.ogg", 20.0)] + [(f"w{i}.ogg", 0.8) for i in range(30)]
+    segments = build_module._segments(files, rng)
+    long_pieces = [p for pieces, _ in segments for p in pieces if p[0] == "long.ogg"]
+    assert all(p[2] <= build_module.MAX_S for p in long_pieces)
+    assert sum(p[2] for p in long_pieces[:10]) >= 16.0
+    for pieces, target in segments:
+        assert build_module.MIN_S <= target <= build_module.MAX_S
+        assert sum(p[2] for p in pieces) >= target
+
+
+def test_fit_length_cuts_at_a_pause():
+    sr = build_module.SAMPLE_RATE
+    x = np.ones(8 * sr, np.float32)
+    x[int(5.2 * sr): int(5.3 * sr)] = 0.0
+    y = build_module._fit_length(x)
+    assert 5.2 * sr <= len(y) <= 5.3 * sr and y[-1] == 0.0
+    short = np.ones(3 * sr, np.float32)
+    assert build_module._fit_length(short) is short
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus") / "demo"
+    build_demo_corpus(out, per_class=1, eval_per_class=1, seed=5, jobs=2)
+    return out
+
+
+@needs_engines
+def test_build_with_real_engines(tiny_corpus):
+    out = tiny_corpus
+    meta = pd.read_csv(out / "metadata.csv", dtype={"text_id": str}, keep_default_na=False)
+    assert len(meta) == 6 * 3
+    assert sorted(meta.class_name.unique()) == sorted(ATTRIBUTION_CLASSES)
+    for split, labels_file in build_module.LABEL_FILES.items():
+        labels = pd.read_csv(out / labels_file)
+        assert list(labels.columns) == ["track", "algorithm"]
+        part = meta[meta.split == split].set_index("track")
+        assert set(labels.track) == set(part.index) == {p.name for p in (out / split).glob("*.wav")}
+        assert (labels.set_index("track").algorithm == part.class_id.loc[labels.track]).all()
+    for row in meta.itertuples():
+        info = sf.info(str(out / row.split / row.track))
+        assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
+        assert build_module.MIN_S <= info.duration <= build_module.MAX_S + 0.01
+    assert (meta[meta.split == "eval_part2"].perturbations != "").all()
+    assert (meta[meta.split != "eval_part2"].perturbations == "").all()
+    assert not set(meta.loc[meta.split == "train", "speaker"]) & HELD_OUT
+    texts = {s: set(meta.loc[(meta.split == s) & (meta.text_id != ""), "text_id"].str.split("+").sum())
+             for s in build_module.SPLITS}
+    assert not texts["train"] & (texts["eval_part1"] | texts["eval_part2"])
+    assert (meta.detect_id == (meta.engine != "human")).all()
+    readme = (out / "README.md").read_text()
+    assert "espeak:en-gb" in readme and "flite:rms" in readme and "festival:ked_diphone" in readme
+    assert not any(re.search(name, track) for name in ATTRIBUTION_CLASSES for track in meta.track)
+
+
+@needs_engines
+def test_resume_renders_only_missing_clips(tiny_corpus, monkeypatch):
+    out = tiny_corpus
+    meta = pd.read_csv(out / "metadata.csv")
+    removed = meta.sample(3, random_state=0)
+    for row in removed.itertuples():
+        (out / row.split / row.track).unlink()
+    (out / "train" / ".x.abc.partial.wav").write_bytes(b"half")  # left by a killed build
+    kept = meta[~meta.track.isin(removed.track)]
+    before = {t: (out / s / t).stat().st_mtime_ns for s, t in zip(kept.split, kept.track)}
+    rendered = []
+    original = build_module.render_clip
+    monkeypatch.setattr(build_module, "render_clip",
+                        lambda job, *a, **k: rendered.append(job.track) or original(job, *a, **k))
+    build_demo_corpus(out, per_class=1, eval_per_class=1, seed=5, jobs=1)
+    assert sorted(rendered) == sorted(removed.track)
+    assert before == {t: (out / s / t).stat().st_mtime_ns for s, t in zip(kept.split, kept.track)}
+    assert not list(out.glob("*/.*partial*"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "metadata.csv").drop(columns="duration"),
+                                  meta.drop(columns="duration"))
+    with pytest.raises(ValueError, match="per_class"):
+        build_demo_corpus(out, per_class=3, eval_per_class=1, seed=5, jobs=1)
+
+
+@needs_engines
+def test_corpus_command_detect_labels(tiny_corpus, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_corpus, out)
+    code = cli.main(["corpus", "--out", str(out), "--per-class", "1", "--eval-per-class", "1", "--seed", "5",
+                     "--task", "detect", "--jobs", "1"])
+    assert code == 0
+    meta = pd.read_csv(out / "metadata.csv").set_index("track")
+    labels = pd.read_csv(out / "labels_eval_part1.csv")
+    assert set(labels.algorithm) == {0, 1}
+    assert (labels.algorithm.values == (meta.loc[labels.track, "engine"] != "human").astype(int).values).all()
+    assert cli.main(["corpus", "--out", str(tmp_path / "fresh"), "--per-class", "0"]) == 2
+    assert not (tmp_path / "fresh").exists()

@@ -1,0 +1,177 @@
+"""`python train.py` end to end on a tiny corpus: outputs, pseudo-labels, all-data mode, SIGKILL + --resume,
+and flag / config errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fixtures_training import make_corpus, train_flags
+from voxtrace.cli import main_for
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_NAME = "cnn4-32x64"
+
+
+def _command(tmp_path: Path) -> list[str]:
+    return [sys.executable, str(REPO / "train.py")]
+
+
+def _env():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg", CUDA_VISIBLE_DEVICES="")
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def _train(tmp_path, flags, timeout=500):
+    proc = subprocess.run(_command(tmp_path) + flags, cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_kfold_run_writes_every_output(tmp_path, corpus):
+    import keras
+
+    import voxtrace.features  # noqa: F401  (registers the front-end layers the checkpoint holds)
+
+    out = tmp_path / "runs"
+    stdout = _train(tmp_path, train_flags(corpus, out) + ["--selected-folds", "0", "1"])
+    run = out / RUN_NAME
+    assert f"outputs: {run}" in stdout
+    for rel in ["ckpt/fold-0.keras", "ckpt/fold-1.keras", "ckpt/state/fold-0.npz", "cfg/config.yaml",
+                "csv/oof.csv", "csv/history_fold-0.csv", "csv/history_fold-1.csv", "csv/report_fold-0.csv",
+                "csv/report_oof.csv", "score/fold-0.json", "score/fold-1.json", "score/overall.json",
+                "plots/confusion_matrix.png", "plots/history_fold-0.png", "plots/lr_schedule.png"]:
+        assert (run / rel).is_file(), rel
+    assert not list(run.rglob("*.partial*"))
+
+    oof = pd.read_csv(run / "csv" / "oof.csv")
+    assert list(oof.columns) == ["path", "track", "label", "fold", "espeak", "unknown"]
+    assert set(oof["fold"]) == {0, 1}
+    np.testing.assert_allclose(oof[["espeak", "unknown"]].sum(axis=1), 1.0, atol=1e-4)
+    groups = pd.read_csv(corpus).set_index("path")["group"]
+    fold_groups = [set(groups[oof.loc[oof["fold"] == k, "path"]]) for k in (0, 1)]
+    assert fold_groups[0] and fold_groups[1] and not fold_groups[0] & fold_groups[1]
+
+    overall = json.loads((run / "score" / "overall.json").read_text())
+    assert {"acc", "precision", "recall", "f1", "auc"} <= set(overall)
+    fold0 = json.loads((run / "score" / "fold-0.json").read_text())
+    assert fold0["best_epoch"] in (0, 1) and 0 <= fold0["f1"] <= 1
+    history = pd.read_csv(run / "csv" / "history_fold-0.csv")
+    assert list(history["epoch"]) == [0, 1] and {"loss", "val_loss", "val_acc", "val_f1", "lr"} <= set(history)
+
+    model = keras.saving.load_model(run / "ckpt" / "fold-0.keras", safe_mode=True)
+    probs = model.predict(np.zeros((2, 8000), "float32"), verbose=0)
+    assert probs.shape == (2, 2)
+    cfg_text = (run / "cfg" / "config.yaml").read_text()
+    assert "cnn4" in cfg_text and "epochs: 2" in cfg_text
+
+
+@pytest.mark.slow
+def test_all_data_with_pseudo_labels(tmp_path, corpus):
+    clips = sorted(Path(corpus).parent.rglob("*.wav"))
+    extra = tmp_path / "unlabelled"
+    extra.mkdir()
+    rows = []
+    for i, src in enumerate(clips[:3] + clips[-3:]):
+        dst = extra / f"u{i}.wav"
+        dst.write_bytes(src.read_bytes())
+        rows.append({"path": str(dst), "espeak": 0.7 if i < 3 else 0.2, "unknown": 0.3 if i < 3 else 0.8})
+    pseudo = tmp_path / "pseudo.csv"
+    pd.DataFrame(rows).to_csv(pseudo, index=False)
+    out = tmp_path / "runs"
+    stdout = _train(tmp_path, train_flags(corpus, out, epochs=1) + ["--all-data", "--pseudo", "1", "--pseudo_csv",
+                                                                        str(pseudo)])
+    assert "+ 6 pseudo-labelled" in stdout
+    run = out / RUN_NAME
+    assert (run / "ckpt" / "model.keras").is_file() and not (run / "csv" / "oof.csv").exists()
+    assert list(pd.read_csv(run / "csv" / "history_all.csv")["epoch"]) == [0]
+
+
+def _state_epochs(path: Path):
+    if not path.is_file():
+        return 0
+    with np.load(path) as data:
+        return json.loads(str(data["meta"]))["epochs_done"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume(tmp_path, corpus):
+    out = tmp_path / "runs"
+    flags = train_flags(corpus, out, epochs=3, steps=40) + ["--selected-folds", "0"]
+    state = out / RUN_NAME / "ckpt" / "state" / "fold-0.npz"
+    proc = subprocess.Popen(_command(tmp_path) + flags, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 400
+        while _state_epochs(state) < 1:
+            assert proc.poll() is None, "training ended before its first epoch was saved"
+            assert time.time() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the second epoch
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = _state_epochs(state)  # the state file is whole: it loads
+    assert 1 <= done < 3
+    assert not (out / RUN_NAME / "ckpt" / "fold-0.keras").exists()
+
+    stdout = _train(tmp_path, flags + ["--resume"])
+    assert f"{done} epochs done" in stdout
+    history = pd.read_csv(out / RUN_NAME / "csv" / "history_fold-0.csv")
+    assert list(history["epoch"]) == [0, 1, 2]
+    assert _state_epochs(state) == 3
+    assert (out / RUN_NAME / "ckpt" / "fold-0.keras").is_file()
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--img-size", "32"], "features.img_size"),
+    (["--loss", "Hinge"], "train.loss"),
+    (["--strategy", "quantum"], "train.strategy"),
+    (["--set", "train.no_such_key=1"], "train.no_such_key"),
+    (["--set", "train.epochs=zero"], "train.epochs"),
+    (["--selected-folds", "7"], "data.selected_folds"),
+    (["--pseudo", "1"], "data.pseudo_csv"),
+])
+def test_bad_flags_exit_2_naming_the_key(argv, key, capsys, tmp_path):
+    assert main_for("train", argv + ["--output-dir", str(tmp_path)]) == 2
+    assert key in capsys.readouterr().err
+
+
+def test_unparsable_flag_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as err:
+        main_for("train", ["--epochs", "many"])
+    assert err.value.code == 2
+
+
+def test_flags_map_to_config_overrides():
+    import argparse
+
+    from voxtrace.commands.train import add_arguments, config_overrides
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--model", "cnn4", "--img-size", "64", "128", "--batch", "16", "--all-data",
+                              "--debug", "--pseudo_csv", "p.csv", "--set", "train.lr_max=1e-5"])
+    overrides = config_overrides(args)
+    assert 'model.name="cnn4"' in overrides and "features.img_size=[64, 128]" in overrides
+    assert "train.batch_size=16" in overrides and "data.all_data=true" in overrides and "debug=true" in overrides
+    assert overrides[-1] == "train.lr_max=1e-5"
+    assert not any(o.startswith("train.epochs") for o in overrides)  # not given: the YAML value stays
+    assert "data.pseudo_csv=null" in config_overrides(parser.parse_args(["--pseudo-csv", "p.csv", "--pseudo", "0"]))
