@@ -1,0 +1,118 @@
+"""Classification and detection metrics, with scikit-learn as the reference formulas.
+
+Conventions: `y_true_idx` / `y_pred_idx` are integer class indices into `classes`; `probs` is `[n, C]` in the
+same order. Rows whose probabilities are NaN (files that failed to decode) are left out of every score.
+Macro averages run over the classes present in the labels or the predictions; ROC AUC is the one-vs-one
+macro average over the classes present in the labels (NaN when fewer than two are present).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+
+def _as_index(y, name: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of class indices. Received shape: {y.shape}")
+    return y.astype(np.int64)
+
+
+def label_scores(y_true_idx, y_pred_idx, classes) -> dict:
+    """Accuracy and macro precision / recall / F1 of hard predictions."""
+    y_true = _as_index(y_true_idx, "y_true_idx")
+    y_pred = _as_index(y_pred_idx, "y_pred_idx")
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true_idx has {len(y_true)} entries but y_pred_idx has {len(y_pred)}")
+    if len(y_true) == 0:
+        return {"acc": float("nan"), "precision": float("nan"), "recall": float("nan"), "f1": float("nan")}
+    labels = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
+    p, r, f, _ = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average="macro", zero_division=0
+    )
+    return {"acc": float(skm.accuracy_score(y_true, y_pred)), "precision": float(p), "recall": float(r), "f1": float(f)}
+
+
+def roc_auc(y_true_idx, probs, classes) -> float:
+    """ROC AUC: binary for two classes, else one-vs-one macro over the classes present in `y_true_idx`."""
+    y_true = _as_index(y_true_idx, "y_true_idx")
+    probs = np.asarray(probs, dtype=np.float64)
+    present = sorted(set(y_true.tolist()))
+    if len(present) < 2:
+        return float("nan")
+    if len(classes) == 2:
+        return float(skm.roc_auc_score(y_true, probs[:, 1]))
+    sub = probs[:, present]
+    sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
+    if len(present) == 2:
+        return float(skm.roc_auc_score(y_true == present[1], sub[:, 1]))
+    return float(skm.roc_auc_score(y_true, sub, multi_class="ovo", average="macro", labels=present))
+
+
+def classification_scores(y_true_idx, probs, classes) -> dict:
+    """`dict(acc, precision, recall, f1, auc)` of class probabilities `[n, C]` against true indices."""
+    y_true = _as_index(y_true_idx, "y_true_idx")
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(classes) or len(probs) != len(y_true):
+        raise ValueError(
+            f"probs must be [n={len(y_true)}, C={len(classes)}] for classes={list(classes)}. "
+            f"Received shape: {probs.shape}"
+        )
+    ok = np.isfinite(probs).all(axis=1)
+    y_true, probs = y_true[ok], probs[ok]
+    scores = label_scores(y_true, probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64), classes)
+    scores["auc"] = roc_auc(y_true, probs, classes) if len(probs) else float("nan")
+    return scores
+
+
+def per_class_report(y_true_idx, y_pred_idx, classes) -> pd.DataFrame:
+    """One row per class (precision, recall, f1, support, predicted) plus a `macro avg` row."""
+    y_true = _as_index(y_true_idx, "y_true_idx")
+    y_pred = _as_index(y_pred_idx, "y_pred_idx")
+    labels = list(range(len(classes)))
+    p, r, f, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0
+    )
+    predicted = np.bincount(y_pred[(y_pred >= 0) & (y_pred < len(classes))], minlength=len(classes))
+    frame = pd.DataFrame(
+        {"class": list(classes), "precision": p, "recall": r, "f1": f, "support": support, "predicted": predicted}
+    )
+    present = (support > 0) | (predicted > 0)
+    macro = {
+        "class": "macro avg",
+        "precision": p[present].mean() if present.any() else np.nan,
+        "recall": r[present].mean() if present.any() else np.nan,
+        "f1": f[present].mean() if present.any() else np.nan,
+        "support": int(support.sum()),
+        "predicted": int(predicted.sum()),
+    }
+    return pd.concat([frame, pd.DataFrame([macro])], ignore_index=True)
+
+
+def equal_error_rate(is_positive, scores) -> tuple[float, float]:
+    """EER and its threshold for `scores` where higher means positive (e.g. bona fide).
+
+    The EER is where the miss rate (positives scored below the threshold) equals the false-alarm rate
+    (negatives scored at or above it), linearly interpolated between the two ROC points around the crossing.
+    """
+    is_positive = np.asarray(is_positive).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    ok = np.isfinite(scores)
+    is_positive, scores = is_positive[ok], scores[ok]
+    if is_positive.all() or not is_positive.any():
+        return float("nan"), float("nan")
+    fpr, tpr, thresholds = skm.roc_curve(is_positive, scores, drop_intermediate=False)
+    fnr = 1.0 - tpr
+    diff = fnr - fpr  # decreasing from 1 to -1 along the curve
+    i = int(np.argmax(diff <= 0))
+    if i == 0 or diff[i] == 0:
+        return float(fpr[i]), float(thresholds[i])
+    w = diff[i - 1] / (diff[i - 1] - diff[i])
+    eer = fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
+    if np.isfinite(thresholds[i - 1]):
+        threshold = thresholds[i - 1] + w * (thresholds[i] - thresholds[i - 1])
+    else:
+        threshold = thresholds[i]
+    return float(eer), float(threshold)

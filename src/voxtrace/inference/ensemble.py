@@ -1,0 +1,165 @@
+"""Ensembles of checkpoints: folds are averaged into one score per model, models into the ensemble score.
+
+Both levels use the same aggregation: `mean` (weighted arithmetic mean), `geometric` (weighted mean of log
+probabilities, renormalized to sum to 1) or `max` (element-wise maximum, renormalized; weights not allowed).
+Per-model weights apply at the model level only. Members whose row is NaN (a file that failed) are skipped;
+a row is NaN in the result only when it is NaN in every member.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voxtrace.inference.checkpoints import ModelRun, discover_runs, load_checkpoint
+
+AGGREGATIONS = ("mean", "geometric", "max")
+_EPS = 1e-7
+
+
+class Aggregator:
+    """Running (streaming) aggregate of `[n, C]` probability arrays."""
+
+    def __init__(self, agg: str = "mean"):
+        if agg not in AGGREGATIONS:
+            raise ValueError(f"agg must be one of {list(AGGREGATIONS)}. Received: agg={agg!r}")
+        self.agg = agg
+        self.total = None
+        self.weight = None
+
+    def add(self, probs, weight: float = 1.0) -> None:
+        probs = np.asarray(probs, dtype=np.float64)
+        if weight < 0:
+            raise ValueError(f"ensemble weights must be >= 0. Received: weight={weight}")
+        if self.agg == "max" and weight != 1.0:
+            raise ValueError(f"agg='max' takes no weights. Received: weight={weight}")
+        ok = np.isfinite(probs).all(axis=1, keepdims=True)
+        if self.total is None:
+            fill = -np.inf if self.agg == "max" else 0.0
+            self.total = np.full(probs.shape, fill, dtype=np.float64)
+            self.weight = np.zeros((len(probs), 1), dtype=np.float64)
+        elif probs.shape != self.total.shape:
+            raise ValueError(f"cannot aggregate shape {probs.shape} with {self.total.shape}")
+        if self.agg == "max":
+            self.total = np.where(ok, np.maximum(self.total, np.nan_to_num(probs)), self.total)
+        else:
+            values = np.log(np.clip(probs, _EPS, 1.0)) if self.agg == "geometric" else probs
+            self.total += np.where(ok, weight * np.nan_to_num(values), 0.0)
+        self.weight += np.where(ok, weight, 0.0)
+
+    def result(self) -> np.ndarray:
+        if self.total is None:
+            raise ValueError("nothing to aggregate")
+        missing = self.weight[:, 0] <= 0
+        weight = np.where(self.weight > 0, self.weight, 1.0)
+        if self.agg == "mean":
+            out = self.total / weight
+        else:
+            if self.agg == "geometric":
+                out = np.exp(self.total / weight)
+            else:
+                out = np.where(missing[:, None], 0.0, self.total)
+            out = out / np.clip(out.sum(axis=1, keepdims=True), 1e-300, None)
+        out[missing] = np.nan
+        return out.astype(np.float32)
+
+
+def aggregate(probs_list, agg: str = "mean", weights=None) -> np.ndarray:
+    """Aggregate a list of `[n, C]` probability arrays (optionally weighted) into one `[n, C]` array."""
+    acc = Aggregator(agg)
+    weights = [1.0] * len(probs_list) if weights is None else list(weights)
+    if len(weights) != len(probs_list):
+        raise ValueError(f"got {len(weights)} weights for {len(probs_list)} members")
+    for probs, weight in zip(probs_list, weights):
+        acc.add(probs, weight)
+    return acc.result()
+
+
+def parse_weights(items, runs: list[ModelRun]) -> dict[str, float]:
+    """`NAME=W` items -> {run name: weight}; NAME is a run's name, its folder name or its backbone name."""
+    weights = {run.name: 1.0 for run in runs}
+    for item in items or ():
+        name, sep, value = str(item).partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if not sep or weight is None or weight < 0:
+            raise ValueError(f"--weights entries must look like NAME=W with W >= 0. Received: {item!r}")
+        matched = [r for r in runs if name in (r.name, r.run_dir.name, r.cfg.model.name)]
+        if not matched:
+            known = sorted({r.name for r in runs} | {r.cfg.model.name for r in runs})
+            raise ValueError(f"--weights names no model in the ensemble: {name!r}; known names: {known}")
+        for run in matched:
+            weights[run.name] = weight
+    if not any(w > 0 for w in weights.values()):
+        raise ValueError(f"at least one ensemble weight must be > 0. Received: {weights}")
+    return weights
+
+
+@dataclass
+class EnsembleResult:
+    """Scores of the ensemble and of each model (per-model arrays keyed by run name)."""
+
+    paths: list[Path]
+    probs: np.ndarray
+    per_model: dict[str, np.ndarray]
+    errors: dict[str, str]
+    classes: list[str]
+
+
+class Ensemble:
+    """Every checkpoint under a model dir, predicted one run at a time (its folds share one decoding pass)."""
+
+    def __init__(self, model_dir, agg: str = "mean", weights=None, tta: int = 1, batch_size: int | None = None):
+        if agg not in AGGREGATIONS:
+            raise ValueError(f"agg must be one of {list(AGGREGATIONS)}. Received: agg={agg!r}")
+        if agg == "max" and weights:
+            raise ValueError(
+                f"--weights need agg 'mean' or 'geometric'; agg='max' takes no weights. Received: {weights}"
+            )
+        self.model_dir = Path(model_dir)
+        self.runs = discover_runs(model_dir)
+        self.classes = list(self.runs[0].cfg.classes)
+        self.weights = parse_weights(weights, self.runs)
+        self.agg, self.tta, self.batch_size = agg, int(tta), batch_size
+
+    @property
+    def cfg(self):
+        """The first run's config (class list, unknown class, infer defaults)."""
+        return self.runs[0].cfg
+
+    def predict(self, paths, progress: bool = True) -> EnsembleResult:
+        from voxtrace.inference.predictor import predict_models
+
+        paths = [Path(p) for p in paths]
+        models_acc = Aggregator(self.agg)
+        per_model, errors = {}, {}
+        for i, run in enumerate(self.runs):
+            models = [load_checkpoint(p) for p in run.checkpoints]
+            desc = f"model {i + 1}/{len(self.runs)} {run.name} ({len(models)} ckpt)"
+            fold_probs, run_errors = predict_models(
+                models, run.cfg, paths, batch_size=self.batch_size, tta=self.tta, desc=desc, progress=progress
+            )
+            del models
+            _release_models()
+            per_model[run.name] = aggregate(fold_probs, self.agg)
+            weight = self.weights[run.name]
+            if weight > 0:
+                models_acc.add(per_model[run.name], weight)
+            for path, message in run_errors.items():
+                errors.setdefault(path, message)
+        probs = models_acc.result()
+        position = {str(p): i for i, p in enumerate(paths)}
+        errors = {p: m for p, m in errors.items() if not np.isfinite(probs[position[p]]).all()}
+        return EnsembleResult(paths=paths, probs=probs, per_model=per_model, errors=errors, classes=self.classes)
+
+
+def _release_models() -> None:
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()

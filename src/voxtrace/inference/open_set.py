@@ -1,0 +1,143 @@
+"""Open-set rejection: clips the ensemble is unsure about are attributed to `cfg.unknown_class`.
+
+A confidence score is computed per clip, either `maxprob` (the top probability) or `energy`. The checkpoints
+output probabilities, which fix the logits only up to a constant per clip; taking zero-mean logits
+(`log p - mean(log p)`) the energy score `logsumexp(logits)` becomes `-mean(log p)`: high for a peaked
+distribution, low for a flat one. The threshold is calibrated on out-of-fold predictions (`RUN/csv/oof.csv`:
+`path, track, label, fold, <one probability column per class>`) so that `target_tpr` of the correctly
+attributed known clips keep their label; it is saved with the ensemble as `MODEL_DIR/open_set.json` and
+reused while the score, target and checkpoints are unchanged.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pandas as pd
+
+from voxtrace.io import atomic_write_json
+
+SCORES = ("maxprob", "energy")
+STATE_FILE = "open_set.json"
+_EPS = 1e-7
+
+
+def confidence_scores(probs, score: str = "maxprob") -> np.ndarray:
+    """Per-row confidence of `[n, C]` probabilities (higher = more confident; NaN rows stay NaN)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if score == "maxprob":
+        return probs.max(axis=1)
+    if score == "energy":
+        return -np.log(np.clip(probs, _EPS, 1.0)).mean(axis=1)
+    raise ValueError(f"open-set score must be one of {list(SCORES)}. Received: score={score!r}")
+
+
+def label_indices(labels, classes) -> np.ndarray:
+    """Class indices of `labels` given as indices or class names; refuses names outside `classes`."""
+    values = pd.Series(list(labels))
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().all():
+        idx = numeric.to_numpy(dtype=np.int64)
+        bad = sorted(set(idx[(idx < 0) | (idx >= len(classes))].tolist()))
+    else:
+        lookup = {name: i for i, name in enumerate(classes)}
+        bad = sorted(set(values[~values.astype(str).isin(lookup)].astype(str)))
+        idx = values.astype(str).map(lookup).fillna(-1).to_numpy(dtype=np.int64)
+    if bad:
+        raise ValueError(f"labels {bad[:5]} are not classes of {list(classes)}")
+    return idx
+
+
+def calibrate_threshold(oof_probs, oof_labels, classes, unknown_class, score="maxprob", target_tpr=0.95) -> float:
+    """The score threshold that keeps `target_tpr` of the correctly attributed known out-of-fold clips.
+
+    With the `n` scores of those clips sorted ascending, the threshold is the score at position
+    `floor((1 - target_tpr) * n)`: at least `target_tpr * n` of them score at or above it.
+    """
+    classes = list(classes)
+    if not 0.0 < target_tpr <= 1.0:
+        raise ValueError(f"target_tpr must be within (0, 1]. Received: target_tpr={target_tpr}")
+    probs = np.asarray(oof_probs, dtype=np.float64)
+    labels = label_indices(oof_labels, classes)
+    unknown = classes.index(unknown_class) if unknown_class in classes else -1
+    ok = np.isfinite(probs).all(axis=1)
+    correct = ok & (labels != unknown) & (np.nan_to_num(probs).argmax(axis=1) == labels)
+    if not correct.any():
+        raise ValueError(
+            f"no correctly attributed known clip among {len(labels)} out-of-fold predictions; cannot calibrate "
+            f"the open-set threshold (unknown_class={unknown_class!r})"
+        )
+    scores = np.sort(confidence_scores(probs[correct], score))
+    return float(scores[int(np.floor((1.0 - target_tpr) * len(scores) + 1e-9))])
+
+
+def apply_open_set(probs, threshold: float, classes, unknown_class, score="maxprob"):
+    """`(pred_idx, rejected)`: argmax, with clips scoring below `threshold` moved to `unknown_class`.
+
+    Rows that are NaN get index -1 and are never rejected.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    classes = list(classes)
+    if unknown_class not in classes:
+        raise ValueError(f"unknown_class={unknown_class!r} is not one of classes={classes}")
+    ok = np.isfinite(probs).all(axis=1)
+    pred = np.where(ok, np.nan_to_num(probs).argmax(axis=1), -1)
+    rejected = ok & (confidence_scores(np.where(ok[:, None], probs, 1.0), score) < threshold)
+    pred[rejected] = classes.index(unknown_class)
+    return pred, rejected
+
+
+def read_oof(runs, classes, agg: str = "mean", weights: dict | None = None):
+    """The ensemble's out-of-fold `(probs, labels, sources)`: each run's `csv/oof.csv`, joined on `path`."""
+    from voxtrace.inference.ensemble import Aggregator
+
+    sources = [run.run_dir / "csv" / "oof.csv" for run in runs]
+    missing = [str(p) for p in sources if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"open-set calibration needs out-of-fold predictions; missing {missing} (written by `voxtrace train` "
+            f"for k-fold runs; disable with infer.open_set.enabled=false)"
+        )
+    frames = []
+    for path in sources:
+        frame = pd.read_csv(path)
+        absent = [c for c in ["path", "label", *classes] if c not in frame.columns]
+        if absent:
+            raise ValueError(f"{path} lacks columns {absent}; expected path, label and one column per class {classes}")
+        frames.append(frame.drop_duplicates("path").set_index("path"))
+    common = frames[0].index
+    for frame in frames[1:]:
+        common = common.intersection(frame.index)
+    if len(common) == 0:
+        raise ValueError(f"the out-of-fold files {[str(p) for p in sources]} share no clip (joined on path)")
+    acc = Aggregator(agg)
+    for run, frame in zip(runs, frames):
+        weight = 1.0 if weights is None or agg == "max" else weights.get(run.name, 1.0)
+        if weight > 0:
+            acc.add(frame.loc[common, classes].to_numpy(dtype=np.float64), weight)
+    labels = label_indices(frames[0].loc[common, "label"], classes)
+    return acc.result(), labels, [str(p) for p in sources]
+
+
+def load_or_calibrate(ensemble, score: str, target_tpr: float, recalibrate: bool = False) -> dict:
+    """The saved `MODEL_DIR/open_set.json` if it matches the settings and checkpoints, else a new calibration."""
+    import json
+
+    state_path = ensemble.model_dir / STATE_FILE if ensemble.model_dir.is_dir() else None
+    checkpoints = sorted(str(p.relative_to(r.run_dir.parent)) for r in ensemble.runs for p in r.checkpoints)
+    unknown = ensemble.cfg.unknown_class
+    expected = {"score": score, "target_tpr": float(target_tpr), "classes": ensemble.classes,
+                "unknown_class": unknown, "agg": ensemble.agg, "weights": ensemble.weights,
+                "checkpoints": checkpoints}
+    if state_path is not None and state_path.is_file() and not recalibrate:
+        state = json.loads(state_path.read_text())
+        if all(state.get(k) == v for k, v in expected.items()):
+            return state
+    if unknown is None:
+        raise ValueError("open-set rejection needs unknown_class in the checkpoints' config (it is null)")
+    probs, labels, sources = read_oof(ensemble.runs, ensemble.classes, ensemble.agg, ensemble.weights)
+    threshold = calibrate_threshold(probs, labels, ensemble.classes, unknown, score, target_tpr)
+    state = {**expected, "threshold": threshold, "oof_files": sources, "oof_clips": int(len(labels))}
+    if state_path is not None:
+        atomic_write_json(state_path, state)
+    return state
