@@ -157,7 +157,15 @@ def test_folds_keep_groups_together_and_stratify():
     assert (per_fold == 3).all()
     np.testing.assert_array_equal(folds, assign_folds(frame, 4, seed=1))
     with pytest.raises(ConfigError, match="data.folds"):
-        assign_folds(frame.assign(group="one"), 2)
+        assign_folds(frame.iloc[:3].assign(label=["a", "b", "c"], group=["one", "two", "two"]), 3)
+
+
+def test_a_class_with_one_voice_is_split_across_folds_not_held_out_whole():
+    frame = pd.DataFrame({"label": ["a"] * 30 + ["b"] * 30, "group": [f"v{i % 6}" for i in range(30)] + ["solo"] * 30})
+    folds = assign_folds(frame, 3, seed=0)
+    solo_folds = pd.Series(folds[30:])
+    assert set(solo_folds) == {0, 1, 2}  # every fold trains on (and validates) some of the single-voice class
+    assert (frame.iloc[:30].assign(fold=folds[:30]).groupby("group")["fold"].nunique() == 1).all()
 
 
 # ---- training state --------------------------------------------------------------------------------------

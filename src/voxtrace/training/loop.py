@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from sklearn.metrics import accuracy_score, f1_score
 
+from voxtrace.evaluation.metrics import label_scores
 from voxtrace.io import atomic_path, atomic_write_csv
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -131,12 +131,11 @@ class TrainLoop:
             raise ValueError("the validation dataset is empty")
         probs, targets, weights = (np.concatenate(a) for a in (probs, targets, weights))
         losses = keras.ops.convert_to_numpy(self.loss_fn(targets.astype("float32"), probs))
-        y_true, y_pred = targets.argmax(-1), probs.argmax(-1)
+        scores = label_scores(targets.argmax(-1), probs.argmax(-1), range(probs.shape[-1]))
         return {
             "val_loss": float(np.sum(losses * weights) / len(losses)),
-            "val_acc": float(accuracy_score(y_true, y_pred)),
-            "val_f1": float(f1_score(y_true, y_pred, labels=range(probs.shape[-1]), average="macro",
-                                     zero_division=0)),
+            "val_acc": scores["acc"],
+            "val_f1": scores["f1"],
         }
 
     def fit(self, train_dataset, epochs, steps_per_epoch, valid_dataset=None, callbacks=(), initial_epoch=0,
