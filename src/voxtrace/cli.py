@@ -22,6 +22,7 @@ COMMANDS = {
     "serve": "web app and JSON API: upload or record a clip, see the generator, every class's probability and why",
     "explain": "saliency maps (integrated gradients, Grad-CAM) over the spectrogram, one PNG per audio file",
     "fingerprints": "mean log-spectrum of every class in one figure (generator fingerprints)",
+    "export": "export every checkpoint under a model dir to SavedModel, TFLite or ONNX, with a manifest",
 }
 
 

@@ -119,6 +119,7 @@ class ModelConfig:
     dropout: float = 0.0
     freeze_bn: bool = False
     disable_bn: bool = False
+    bn_momentum: float | None = None  # BatchNorm moving-average momentum (null: the backbone's; 0.9 suits short runs from scratch)
 
 
 @dataclass
@@ -303,6 +304,8 @@ class Config:
         m = self.model
         _range("model.num_features", m.num_features, 1, None)
         _range("model.dropout", m.dropout, 0.0, 0.99)
+        if m.bn_momentum is not None:
+            _range("model.bn_momentum", m.bn_momentum, 0.0, 0.9999)
         t = self.train
         _range("train.epochs", t.epochs, 1, None)
         _range("train.batch_size", t.batch_size, 1, None)

@@ -379,17 +379,17 @@ FRONTENDS = {
     "mfcc": MFCC,
     "lfcc": LFCC,
     "wavelet": WaveletPacket,
-    "raw": RawWaveform,
 }
 
 
 def build_frontend(cfg, **overrides) -> Frontend:
     """The front-end layer named by `cfg.features.kind`, with the config's audio and feature parameters."""
     f, sr = cfg.features, cfg.audio.sample_rate
-    if f.kind not in FRONTENDS:
-        raise ValueError(f"features.kind must be one of {sorted(FRONTENDS)}. Received: features.kind={f.kind!r}")
-    if f.kind == "raw":
+    if f.kind == "raw":  # no image: raw-waveform backbones read the waveform itself
         return RawWaveform(sample_rate=sr, **{"name": "raw_frontend", **overrides})
+    if f.kind not in FRONTENDS:
+        raise ValueError(f"features.kind must be one of {sorted(FRONTENDS)} or 'raw'. "
+                         f"Received: features.kind={f.kind!r}")
     common = dict(sample_rate=sr, img_size=list(f.img_size), normalize=f.norm if f.normalize else None)
     stft = dict(n_fft=f.n_fft, win_length=f.win_length, window=f.window, top_db=f.top_db)
     band = dict(fmin=f.fmin, fmax=f.fmax)

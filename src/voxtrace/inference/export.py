@@ -1,0 +1,344 @@
+"""Export trained checkpoints for deployment: TF SavedModel, TFLite or ONNX, each with a manifest.
+
+Every export maps float32 waveforms `[batch, N]` (N = `audio.duration * audio.sample_rate`) to class
+probabilities `[batch, C]`, front-end included. Beside each export lie `config.yaml` (the run's resolved
+config) and `manifest.json` (format, file, classes, input / output names and shapes, windowing), and the
+export folder holds an ensemble `manifest.json` listing every member, so an exported ensemble is
+self-describing:
+
+    OUT/manifest.json
+    OUT/{run}/{fold-K|model}/{saved_model/ | model.tflite | model.onnx}, config.yaml, manifest.json
+
+TFLite and ONNX are exported with a dynamic batch when the converter can; otherwise (a GRU's tensor lists
+for TFLite, the spectrogram's RFFT for tf2onnx) with the fixed batch `batch_size`, which `ExportedModel`
+fills by splitting and zero-padding. `ExportedModel` has `predict_on_batch` and `name`, so
+`voxtrace.inference.predictor.predict_files` runs exported models like Keras ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voxtrace.inference.checkpoints import discover_runs, load_checkpoint
+from voxtrace.io import atomic_path, atomic_write_json
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+INPUT_NAME = "waveform"
+ONNX_OPSET = 17
+
+
+class ExportError(ValueError):
+    """A checkpoint could not be exported to the asked format. The message says which and why."""
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ExportError(f"format must be one of {list(FORMATS)}. Received: format={fmt!r}")
+
+
+def _signature(num_samples: int, batch: int | None):
+    import tensorflow as tf
+
+    return [tf.TensorSpec([batch, num_samples], tf.float32, name=INPUT_NAME)]
+
+
+def _write_saved_model(model, num_samples: int, path: Path, batch: int | None = None) -> None:
+    model.export(str(path), format="tf_saved_model", input_signature=_signature(num_samples, batch), verbose=False)
+
+
+# ---- TFLite -----------------------------------------------------------------------------------------------
+def _tflite_bytes(saved_model: Path, num_samples: int) -> bytes:
+    """Convert with TFLite builtin ops only, and check that the interpreter runs the result."""
+    import tensorflow as tf
+
+    content = tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
+    runner = _TFLiteRunner(content)
+    runner(np.zeros((runner.batch or 1, num_samples), np.float32))
+    return content
+
+
+def _export_tflite(model, num_samples: int, path: Path, batch_size: int) -> int | None:
+    """Write `path` (.tflite); returns the fixed batch size, or None for a dynamic batch."""
+    errors = []
+    with tempfile.TemporaryDirectory(prefix=".export.", dir=path.parent) as tmp:
+        for batch in (None, batch_size):
+            saved = Path(tmp) / f"saved_model_{batch}"
+            try:
+                _write_saved_model(model, num_samples, saved, batch)
+                content = _tflite_bytes(saved, num_samples)
+            except Exception as err:  # converter and interpreter errors are many types; the next try may work
+                errors.append(f"batch {batch or 'dynamic'}: {type(err).__name__}: {_tail(err)}")
+                continue
+            with atomic_path(path) as out:
+                out.write_bytes(content)
+            return batch
+    raise ExportError(f"TFLite conversion of {model.name} failed with builtin ops: " + " | ".join(errors))
+
+
+class _TFLiteRunner:
+    def __init__(self, model_content: bytes | None = None, model_path: str | None = None):
+        import warnings
+
+        import tensorflow as tf
+
+        with warnings.catch_warnings():  # tf.lite.Interpreter announces its move to LiteRT
+            warnings.simplefilter("ignore")
+            self.interpreter = tf.lite.Interpreter(model_content=model_content, model_path=model_path,
+                                                   num_threads=os.cpu_count())
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.batch = None if self.input["shape_signature"][0] == -1 else int(self.input["shape"][0])
+        self.allocated = None
+
+    def __call__(self, waveforms: np.ndarray) -> np.ndarray:
+        if self.allocated != waveforms.shape:
+            if self.batch is None:
+                self.interpreter.resize_tensor_input(self.input["index"], list(waveforms.shape))
+            self.interpreter.allocate_tensors()
+            self.allocated = waveforms.shape
+        self.interpreter.set_tensor(self.input["index"], waveforms)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"]).copy()
+
+
+# ---- ONNX -------------------------------------------------------------------------------------------------
+def _erfc_handler(ctx, node, name, args):
+    """tf2onnx has no handler for Erfc (exact GELU): erfc(x) = 1 - erf(x)."""
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=node.name)
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+    node.type = "Sub"
+
+
+def _export_onnx(model, num_samples: int, path: Path, batch_size: int) -> int | None:
+    """Write `path` (.onnx) with tf2onnx; returns the fixed batch size, or None for a dynamic batch."""
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx
+    except ImportError as err:
+        raise ExportError(f"ONNX export needs tf2onnx and onnxruntime (pip install tf2onnx onnxruntime): {err}") from err
+    import logging
+
+    import tensorflow as tf
+
+    errors = []
+    logger = logging.getLogger("tf2onnx")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # a failed try logs every unconverted node; the error below sums it up
+    try:
+        with tempfile.TemporaryDirectory(prefix=".export.", dir=path.parent) as tmp:
+            for batch in (None, batch_size):
+                candidate = Path(tmp) / f"model_{batch}.onnx"
+                serve = tf.function(lambda waveform: model(waveform, training=False))  # traced anew for each try
+                try:
+                    tf2onnx.convert.from_function(serve, input_signature=_signature(num_samples, batch),
+                                                  opset=ONNX_OPSET, output_path=str(candidate),
+                                                  custom_op_handlers={"Erfc": (_erfc_handler, [])})
+                    runner = _OnnxRunner(str(candidate))
+                    runner(np.zeros((runner.batch or 1, num_samples), np.float32))
+                except Exception as err:  # tf2onnx writes graphs it could not fully convert; onnxruntime refuses them
+                    errors.append(f"batch {batch or 'dynamic'}: {type(err).__name__}: {_tail(err)}")
+                    continue
+                os.replace(candidate, path)
+                return batch
+    finally:
+        logger.setLevel(level)
+    raise ExportError(f"tf2onnx {tf2onnx.__version__} could not convert {model.name} (TF {tf.__version__}): "
+                      + " | ".join(errors))
+
+
+class _OnnxRunner:
+    def __init__(self, path: str):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        spec = self.session.get_inputs()[0]
+        self.input_name = spec.name
+        self.batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
+
+    def __call__(self, waveforms: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: waveforms})[0]
+
+
+class _SavedModelRunner:
+    def __init__(self, path: str, output_name: str | None = None):
+        import tensorflow as tf
+
+        self.loaded = tf.saved_model.load(path)
+        self.fn = self.loaded.signatures["serving_default"]
+        self.output_name = output_name or next(iter(self.fn.structured_outputs))
+        self.batch = self.fn.structured_input_signature[1][INPUT_NAME].shape[0]
+
+    def __call__(self, waveforms: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        return self.fn(**{INPUT_NAME: tf.constant(waveforms)})[self.output_name].numpy()
+
+
+def _tail(err: BaseException, limit: int = 400) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    text = lines[-1] if lines else ""
+    return text[-limit:]
+
+
+# ---- one model, many checkpoints --------------------------------------------------------------------------
+def export_model(model, cfg, out_dir, fmt: str, batch_size: int = 1, source: dict | None = None) -> dict:
+    """Export one waveform -> probabilities Keras model to `out_dir`; returns the manifest written beside it."""
+    import keras
+    import tensorflow as tf
+
+    import voxtrace
+
+    _check_format(fmt)
+    if batch_size < 1:
+        raise ExportError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = cfg.num_samples
+    if tuple(model.input_shape) != (None, n):
+        raise ExportError(f"model {model.name} takes inputs {model.input_shape}, but its config says waveforms of "
+                          f"{n} samples (audio.duration * audio.sample_rate)")
+    target = out_dir / FILES[fmt]
+    batch, output_name = None, None
+    if fmt == "savedmodel":
+        with tempfile.TemporaryDirectory(prefix=".export.", dir=out_dir) as tmp:
+            candidate = Path(tmp) / FILES[fmt]
+            _write_saved_model(model, n, candidate)
+            output_name = _SavedModelRunner(str(candidate)).output_name
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(candidate, target)
+    elif fmt == "tflite":
+        batch = _export_tflite(model, n, target, batch_size)
+    else:
+        batch = _export_onnx(model, n, target, batch_size)
+    cfg.save(out_dir / "config.yaml")
+    manifest = {
+        "format": fmt,
+        "file": FILES[fmt],
+        "config": "config.yaml",
+        "model_name": cfg.model.name,
+        "features_kind": cfg.features.kind,
+        "classes": list(cfg.classes),
+        "unknown_class": cfg.unknown_class,
+        "sample_rate": cfg.audio.sample_rate,
+        "num_samples": n,
+        "window_hop": cfg.audio.window_hop,
+        "window_agg": cfg.audio.window_agg,
+        "input": {"name": INPUT_NAME, "shape": [batch, n], "dtype": "float32"},
+        "output": {"name": output_name, "shape": [batch, cfg.num_classes], "dtype": "float32",
+                   "meaning": "class probabilities (softmax), in the order of `classes`"},
+        "versions": {"voxtrace": voxtrace.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
+        **(source or {}),
+    }
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def export_checkpoints(model_dir, fmt: str, out=None, batch_size: int = 1, progress: bool = True) -> dict:
+    """Export every checkpoint under `model_dir` to `out` (default `MODEL_DIR/export/{fmt}`).
+
+    A checkpoint that fails is reported and the others are still exported. Returns the ensemble manifest
+    (also written to `OUT/manifest.json`) with `members` (exported) and `failed` (`{checkpoint: reason}`).
+    """
+    from tqdm.auto import tqdm
+
+    _check_format(fmt)
+    runs = discover_runs(model_dir)
+    model_dir = Path(model_dir)
+    out = Path(out) if out else (model_dir if model_dir.is_dir() else runs[0].run_dir) / "export" / fmt
+    jobs = [(run, ckpt, fold) for run in runs for ckpt, fold in zip(run.checkpoints, run.folds)]
+    members, failed = [], {}
+    for run, ckpt, fold in tqdm(jobs, desc=f"export {fmt}", unit="ckpt", disable=not progress):
+        folder = out / run.name / ckpt.stem
+        source = {"run": run.name, "fold": fold, "source_checkpoint": str(ckpt.resolve())}
+        try:
+            model = load_checkpoint(ckpt)
+            manifest = export_model(model, run.cfg, folder, fmt, batch_size=batch_size, source=source)
+        except Exception as err:  # one bad checkpoint must not lose the others' exports
+            failed[str(ckpt)] = f"{type(err).__name__}: {err}"
+            print(f"! export of {ckpt} failed: {failed[str(ckpt)]}", flush=True)
+            continue
+        finally:
+            import keras
+
+            keras.backend.clear_session()
+        members.append({"path": folder.relative_to(out).as_posix(), "run": run.name, "fold": fold,
+                        "model_name": manifest["model_name"], "batch": manifest["input"]["shape"][0]})
+    ensemble = {"format": fmt, "classes": list(runs[0].cfg.classes), "unknown_class": runs[0].cfg.unknown_class,
+                "agg": runs[0].cfg.infer.agg, "members": members, "failed": failed}
+    if members:
+        atomic_write_json(out / "manifest.json", ensemble)
+    ensemble["out"] = str(out)
+    return ensemble
+
+
+# ---- running exports ----------------------------------------------------------------------------------------
+@dataclass
+class ExportedModel:
+    """An exported model folder, run like a Keras model: `predict_on_batch(waveforms [B, N]) -> [B, C]`."""
+
+    folder: Path
+    manifest: dict
+    runner: object
+
+    @classmethod
+    def load(cls, folder) -> "ExportedModel":
+        folder = Path(folder)
+        manifest_path = folder / "manifest.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"no manifest.json in export folder {folder}")
+        manifest = json.loads(manifest_path.read_text())
+        path = str(folder / manifest["file"])
+        fmt = manifest["format"]
+        _check_format(fmt)
+        if fmt == "savedmodel":
+            runner = _SavedModelRunner(path, manifest["output"]["name"])
+        elif fmt == "tflite":
+            runner = _TFLiteRunner(model_path=path)
+        else:
+            runner = _OnnxRunner(path)
+        return cls(folder=folder, manifest=manifest, runner=runner)
+
+    @property
+    def name(self) -> str:
+        return f"{self.manifest.get('run', self.folder.name)}/{self.folder.name} ({self.manifest['format']})"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    def predict_on_batch(self, waveforms) -> np.ndarray:
+        """Probabilities `[B, C]`; a fixed-batch export is fed in zero-padded chunks of its batch size."""
+        waveforms = np.ascontiguousarray(waveforms, dtype=np.float32)
+        batch = self.manifest["input"]["shape"][0]
+        if batch is None or batch == len(waveforms):
+            return np.asarray(self.runner(waveforms))
+        parts = []
+        for start in range(0, len(waveforms), batch):
+            chunk = waveforms[start:start + batch]
+            padded = np.zeros((batch, waveforms.shape[1]), np.float32)
+            padded[: len(chunk)] = chunk
+            parts.append(np.asarray(self.runner(padded))[: len(chunk)])
+        return np.concatenate(parts)
+
+    __call__ = predict_on_batch
+
+
+def load_exported_ensemble(out) -> list[ExportedModel]:
+    """Every member listed in `OUT/manifest.json` of an exported ensemble."""
+    out = Path(out)
+    manifest_path = out / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no ensemble manifest.json in {out}; export with `voxtrace export` first")
+    return [ExportedModel.load(out / m["path"]) for m in json.loads(manifest_path.read_text())["members"]]
