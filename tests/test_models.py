@@ -25,7 +25,7 @@ from voxtrace.models.weights import keras_cache_dir
 FAST_MODELS = {
     "cnn4", "convnext_tiny", "dilated_cnn", "ECA_NFNetL0", "EfficientNetB0", "EfficientNetV2B0",
     "mobilenetv3_bilstm", "MobileNetV3Large", "MobileNetV3Small", "RegNetX002", "RegNetY002", "ResNeSt50",
-    "resnet18", "ResNet50", "ResNet50D", "ResNetRS50",
+    "resnet18", "ResNet50", "ResNet50D", "ResNetRS50", "ast_tiny", "rawnet2_tiny", "wav2vec_conv_tiny",
 }
 
 

@@ -8,7 +8,6 @@ import pytest
 import tensorflow as tf
 
 from fixtures_inference import write_clips
-from test_models import test_backbone_builds_trains_saves_and_reloads as registry_check
 from voxtrace.config import Config, ConfigError
 from voxtrace.features import RawWaveform, build_frontend
 from voxtrace.inference.checkpoints import load_checkpoint
@@ -17,12 +16,6 @@ from voxtrace.inference.predictor import predict_files
 from voxtrace.models import build_classifier, create_model, get_entry, list_models
 from voxtrace.models.ast import PatchTokens, resize_position_grid
 from voxtrace.models.raw import SincConv1D, backbone_input_shape, waveform_models
-
-
-@pytest.mark.parametrize("name", ["ast_tiny", "rawnet2_tiny", "wav2vec_conv_tiny"])
-def test_new_backbones_pass_the_registry_check(name, tmp_path):
-    """The registry's own test (also run over every name by tests/test_models.py) on each new family's tiny model."""
-    registry_check(name, tmp_path)
 
 
 def test_families_are_registered():

@@ -20,6 +20,23 @@ def _as_index(y, name: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def label_indices(labels, classes, source: str = "labels") -> np.ndarray:
+    """Class indices of `labels` given as indices or class names; refuses values outside `classes`, naming `source`."""
+    values = pd.Series(list(labels))
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().all():
+        idx = numeric.to_numpy(dtype=np.int64)
+        bad = sorted(set(idx[(idx < 0) | (idx >= len(classes))].tolist()))
+    else:
+        lookup = {name: i for i, name in enumerate(classes)}
+        text = values.astype(str)
+        bad = sorted(set(text[~text.isin(lookup)]))
+        idx = text.map(lookup).fillna(-1).to_numpy(dtype=np.int64)
+    if bad:
+        raise ValueError(f"{source}: {bad[:5]} are not classes of {list(classes)}")
+    return idx
+
+
 def label_scores(y_true_idx, y_pred_idx, classes) -> dict:
     """Accuracy and macro precision / recall / F1 of hard predictions."""
     y_true = _as_index(y_true_idx, "y_true_idx")

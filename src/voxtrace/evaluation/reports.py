@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 
 from voxtrace.config import ATTRIBUTION_CLASSES, DETECTION_CLASSES
-from voxtrace.evaluation.metrics import classification_scores, equal_error_rate, label_scores, per_class_report
+from voxtrace.evaluation.metrics import (
+    classification_scores,
+    equal_error_rate,
+    label_indices,
+    label_scores,
+    per_class_report,
+)
 from voxtrace.io import atomic_write_csv, atomic_write_json
 
 LABEL_COLUMNS = ("algorithm", "label", "class_id", "class", "class_name")
@@ -60,21 +66,6 @@ def infer_classes(pred: pd.DataFrame, labels: pd.Series) -> list[str]:
     raise ValueError(f"cannot tell the class list from labels {sorted(names)[:8]}; pass --cfg with `classes`")
 
 
-def _to_index(values: pd.Series, classes, source) -> np.ndarray:
-    numeric = pd.to_numeric(values, errors="coerce")
-    if numeric.notna().all():
-        idx = numeric.to_numpy(dtype=np.int64)
-        bad = sorted(set(idx[(idx < 0) | (idx >= len(classes))].tolist()))
-    else:
-        lookup = {name: i for i, name in enumerate(classes)}
-        text = values.astype(str)
-        bad = sorted(set(text[~text.isin(lookup)]))
-        idx = text.map(lookup).fillna(-1).to_numpy(dtype=np.int64)
-    if bad:
-        raise ValueError(f"{source}: labels {bad[:_EXAMPLES]} are not classes of {list(classes)}")
-    return idx
-
-
 def perturbation_names(value) -> list[str]:
     """`"reverb(rt60=0.3s)+noise(white,10dB)"` -> `["noise", "reverb"]`; `"noise:15dB+mp3"` -> `["mp3", "noise"]`;
     empty / `none` / `clean` -> `["none"]`."""
@@ -99,8 +90,8 @@ def evaluate_frames(pred: pd.DataFrame, labels: pd.DataFrame, classes, metadata:
     scored = algorithm.notna() & (algorithm >= 0)
     failed = joined[~scored]
     joined = joined[scored].reset_index(drop=True)
-    y_true = _to_index(joined["label"], classes, "labels")
-    y_pred = _to_index(joined["algorithm"].astype(float).astype(int), classes, "predictions")
+    y_true = label_indices(joined["label"], classes, "labels")
+    y_pred = label_indices(joined["algorithm"].astype(float).astype(int), classes, "predictions")
     have_probs = all(c in joined.columns for c in classes)
     if have_probs:
         probs = joined[classes].to_numpy(dtype=np.float64)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from voxtrace.evaluation.metrics import label_indices
 from voxtrace.io import atomic_write_json
 
 SCORES = ("maxprob", "energy")
@@ -30,22 +31,6 @@ def confidence_scores(probs, score: str = "maxprob") -> np.ndarray:
     if score == "energy":
         return -np.log(np.clip(probs, _EPS, 1.0)).mean(axis=1)
     raise ValueError(f"open-set score must be one of {list(SCORES)}. Received: score={score!r}")
-
-
-def label_indices(labels, classes) -> np.ndarray:
-    """Class indices of `labels` given as indices or class names; refuses names outside `classes`."""
-    values = pd.Series(list(labels))
-    numeric = pd.to_numeric(values, errors="coerce")
-    if numeric.notna().all():
-        idx = numeric.to_numpy(dtype=np.int64)
-        bad = sorted(set(idx[(idx < 0) | (idx >= len(classes))].tolist()))
-    else:
-        lookup = {name: i for i, name in enumerate(classes)}
-        bad = sorted(set(values[~values.astype(str).isin(lookup)].astype(str)))
-        idx = values.astype(str).map(lookup).fillna(-1).to_numpy(dtype=np.int64)
-    if bad:
-        raise ValueError(f"labels {bad[:5]} are not classes of {list(classes)}")
-    return idx
 
 
 def calibrate_threshold(oof_probs, oof_labels, classes, unknown_class, score="maxprob", target_tpr=0.95) -> float:

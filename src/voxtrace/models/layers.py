@@ -59,3 +59,13 @@ def conv_bn(x, filters: int, kernel_size: int, strides: int = 1, activation: str
     if activation:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x
+
+
+def resnet_d_shortcut(x, out_channels: int, strides: int, name: str):
+    """The ResNet-D shortcut: average-pool to downsample (no information skipped), then a 1x1 conv + BN
+    when the shape changes; the identity otherwise."""
+    if strides == 1 and x.shape[-1] == out_channels:
+        return x
+    if strides > 1:
+        x = layers.AveragePooling2D(strides, strides, padding="same", name=f"{name}_down_pool")(x)
+    return conv_bn(x, out_channels, 1, activation=None, name=f"{name}_down")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from voxtrace.models.layers import conv_bn
+from voxtrace.models.layers import conv_bn, resnet_d_shortcut
 from voxtrace.models.registry import register_model
 
 
@@ -57,11 +57,7 @@ class SplitAttention(layers.Layer):
 
 def _split_bottleneck(x, filters, strides, radix, name):
     out_channels = filters * 4
-    shortcut = x
-    if strides > 1 or x.shape[-1] != out_channels:
-        if strides > 1:
-            shortcut = layers.AveragePooling2D(strides, strides, padding="same", name=f"{name}_down_pool")(x)
-        shortcut = conv_bn(shortcut, out_channels, 1, activation=None, name=f"{name}_down")
+    shortcut = resnet_d_shortcut(x, out_channels, strides, name)
     r = conv_bn(x, filters, 1, name=f"{name}_1")
     r = conv_bn(r, filters * radix, 3, groups=radix, name=f"{name}_2")
     r = SplitAttention(radix, name=f"{name}_attn")(r)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from voxtrace.models.layers import StochasticDepth, conv_bn, squeeze_excite
+from voxtrace.models.layers import StochasticDepth, conv_bn, resnet_d_shortcut, squeeze_excite
 from voxtrace.models.registry import register_model
 
 RESNET_RS_DEPTHS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3], 200: [3, 24, 36, 3]}
@@ -20,11 +20,7 @@ RESNET_RS_DEPTHS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3], 20
 
 def _bottleneck(x, filters, strides, se_ratio, drop_rate, name):
     out_channels = filters * 4
-    shortcut = x
-    if strides > 1 or x.shape[-1] != out_channels:
-        if strides > 1:
-            shortcut = layers.AveragePooling2D(strides, strides, padding="same", name=f"{name}_down_pool")(x)
-        shortcut = conv_bn(shortcut, out_channels, 1, activation=None, name=f"{name}_down")
+    shortcut = resnet_d_shortcut(x, out_channels, strides, name)
     r = conv_bn(x, filters, 1, name=f"{name}_1")
     r = conv_bn(r, filters, 3, strides=strides, name=f"{name}_2")
     r = conv_bn(r, out_channels, 1, activation=None, zero_gamma=True, name=f"{name}_3")
