@@ -5,6 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+  festvox-ca-ona-hts festvox-italp16k festvox-itapc16k
   sox ffmpeg lame libsndfile1
   asterisk-core-sounds-en-wav fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl
   klettres-data ktuberling-data hedgewars-data

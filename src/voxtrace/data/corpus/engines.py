@@ -40,8 +40,13 @@ CLASS_VOICES: dict[str, list[Voice]] = {
         Voice("espeak", "en-us+f1"), Voice("espeak", "en-gb", True), Voice("espeak", "en-us+f3", True),
     ],
     "clustergen": [Voice("flite", "awb"), Voice("flite", "slt"), Voice("flite", "rms", True)],
-    "diphone": [Voice("flite", "kal16"), Voice("festival", "kal_diphone"), Voice("festival", "ked_diphone", True)],
-    "hts": [Voice("festival", "cmu_us_slt_arctic_hts")],
+    # Two voices at least per class in train/, so that a class is learnt by its method, not by one speaker.
+    # The Italian diphone and Catalan HTS voices read the English sentences with their own phone sets.
+    "diphone": [
+        Voice("flite", "kal16"), Voice("festival", "kal_diphone"), Voice("festival", "lp_diphone"),
+        Voice("festival", "pc_diphone"), Voice("festival", "ked_diphone", True),
+    ],
+    "hts": [Voice("festival", "cmu_us_slt_arctic_hts"), Voice("festival", "upc_ca_ona_hts")],
     "vits": [Voice("piper", "en_US-joe-medium")],
 }
 HUMAN_CLASS = "unknown"

@@ -32,8 +32,8 @@ Track names are random hex ids: they say nothing about the class.
 |---|---|---|
 | 0 | espeak | espeak-ng formant synthesis: en-us, en-us+m1, en-us+m3, en-us+f1, en-gb, en-us+f3 |
 | 1 | clustergen | flite CLUSTERGEN statistical parametric voices: awb, slt, rms |
-| 2 | diphone | residual-excited LPC diphones: flite kal16, festival kal_diphone and ked_diphone |
-| 3 | hts | festival HTS (HMM) voice cmu_us_slt_arctic_hts |
+| 2 | diphone | residual-excited LPC diphones: flite kal16, festival kal_diphone, lp_diphone, pc_diphone (Italian) and ked_diphone |
+| 3 | hts | festival HTS (HMM) voices cmu_us_slt_arctic_hts and upc_ca_ona_hts (Catalan) |
 | 4 | vits | Piper VITS en_US-joe-medium |
 | 5 | unknown | human speech from Debian packages, and Griffin-Lim resynthesis of it (every 4th clip) |
 
