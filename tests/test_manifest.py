@@ -196,3 +196,15 @@ def test_read_manifest_dispatch(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_manifest(Config.from_dict({"data": {"dataset": "demo", "root": "data/demo"}}), "eval_part1")
+
+
+def test_balance_classes_undersamples_every_label_to_the_rarest():
+    import pandas as pd
+
+    from voxtrace.data.manifest import balance_classes
+
+    frame = pd.DataFrame({"label": ["spoof"] * 10 + ["bonafide"] * 3, "path": [f"f{i}.wav" for i in range(13)]})
+    balanced = balance_classes(frame, seed=0)
+    assert balanced["label"].value_counts().to_dict() == {"spoof": 3, "bonafide": 3}
+    assert set(balanced["path"]) <= set(frame["path"])
+    assert balanced.equals(balance_classes(frame, seed=0))

@@ -218,7 +218,7 @@ def read_manifest(cfg, split: str = "train") -> pd.DataFrame:
         else:
             raise ConfigError(f"data.dataset must be demo, spcup22, asvspoof19, folder or csv. Received: {dataset!r}")
     if data.max_files is not None:
-        frame = _cap_per_class(frame, data.max_files, cfg.seed)
+        frame = cap_per_class(frame, data.max_files, cfg.seed)
     return _check_classes(frame, cfg.classes, f"data.dataset={dataset!r}")
 
 
@@ -298,11 +298,17 @@ def _finish(frame: pd.DataFrame, check: bool, what: str) -> pd.DataFrame:
     return frame[good].reset_index(drop=True)
 
 
-def _cap_per_class(frame: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
+def cap_per_class(frame: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
     """At most `cap` files per label (unlabelled files count as one label), picked at random, order kept."""
     shuffled = frame.sample(frac=1.0, random_state=seed)
     rank = shuffled.groupby(shuffled["label"].fillna("<unlabelled>").to_numpy(), sort=False).cumcount()
     return shuffled[rank < cap].sort_index().reset_index(drop=True)
+
+
+def balance_classes(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """As many files of every label as the rarest label has (random undersampling, as seeds/001 balanced
+    bona fide and spoof)."""
+    return cap_per_class(frame, int(frame["label"].value_counts().min()), seed)
 
 
 def _check_classes(frame: pd.DataFrame, classes, what: str) -> pd.DataFrame:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from voxtrace.config import ConfigError
+from voxtrace.data.manifest import balance_classes, read_manifest
 from voxtrace.io import atomic_path, atomic_write_csv, atomic_write_json
 from voxtrace.training.folds import assign_folds
 from voxtrace.training.losses import get_loss
@@ -43,7 +44,6 @@ def _one_hot(labels: pd.Series, classes: list[str]) -> np.ndarray:
 
 def load_training_frame(cfg) -> pd.DataFrame:
     """Labelled manifest rows of `cfg`, each with its `fold` (-1 everywhere in all-data mode)."""
-    from voxtrace.data.manifest import read_manifest
 
     frame = read_manifest(cfg, split="train")
     frame = frame[frame["label"].notna()].reset_index(drop=True)
@@ -136,6 +136,8 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
         started = time.time()
         train_rows = frame if fold == ALL_DATA else frame[frame["fold"] != fold]
         valid_rows = None if fold == ALL_DATA else frame[frame["fold"] == fold].reset_index(drop=True)
+        if cfg.data.balance:
+            train_rows = balance_classes(train_rows, cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         train_rows = train_rows.iloc[rng.permutation(len(train_rows))].reset_index(drop=True)
         if cfg.debug:

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""The classical baseline (MFCC/LFCC statistics + SVM or gradient boosting, as Bird et al.) on the demo corpus,
+side by side with the CNN ensemble of `make demo`.
+
+Trains on `data/demo/train`, predicts both eval parts, scores them with the same `voxtrace evaluate` code, and
+reads the ensemble's scores from `runs/demo/results.json` (run `make demo` first for the comparison).
+Last line: `ensemble_minus_baseline_f1: part1=X part2=Y` (macro-F1 of the best semi-supervised ensemble minus
+the best classical model; positive means the CNN ensemble wins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from voxtrace.baselines.classical import fit_predict
+from voxtrace.config import Config
+from voxtrace.data.audio import find_audio_files
+from voxtrace.data.manifest import read_manifest
+from voxtrace.evaluation.reports import evaluate_files
+from voxtrace.io import atomic_write_csv
+
+PARTS = ("eval_part1", "eval_part2")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cfg", default="configs/demo.yaml")
+    parser.add_argument("--results", default="runs/demo/results.json", help="the demo's results (for the ensemble)")
+    args = parser.parse_args()
+    cfg = Config.load(args.cfg)
+    data = Path(cfg.data.root)
+    train = read_manifest(cfg, "train")
+    labels = train["label"].map(cfg.classes.index).to_numpy()
+    scores = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("svm", "gbm"):
+            for part in PARTS:
+                paths = find_audio_files(data / part)
+                probs, _ = fit_predict(train["path"].tolist(), labels, paths, cfg.num_classes, kind=kind, seed=cfg.seed)
+                frame = pd.DataFrame({"track": [p.name for p in paths], "algorithm": np.nan_to_num(probs).argmax(1)})
+                for i, name in enumerate(cfg.classes):
+                    frame[name] = probs[:, i]
+                pred = Path(tmp) / f"{kind}_{part}.csv"
+                atomic_write_csv(pred, frame)
+                report = evaluate_files(pred, data / f"labels_{part}.csv", classes=cfg.classes)
+                scores[(kind, part)] = report["f1"]
+                print(f"{kind:4s} {part}: acc {report['acc']:.3f}  macro-F1 {report['f1']:.3f}", flush=True)
+    baseline = {part: max(scores[(k, part)] for k in ("svm", "gbm")) for part in PARTS}
+    results = Path(args.results)
+    if not results.is_file():
+        print(f"no {results}: run `make demo` for the ensemble side of the comparison")
+        print(f"baseline_f1: part1={baseline['eval_part1']:.3f} part2={baseline['eval_part2']:.3f}")
+        return
+    rows = [r for r in json.loads(results.read_text())["rows"] if r["model"] == "ensemble" and r["stage"] == "semi"]
+    ensemble = {part: rows[0][f"{part}_f1"] for part in PARTS}
+    for part in PARTS:
+        print(f"{part}: CNN ensemble macro-F1 {ensemble[part]:.3f} vs classical {baseline[part]:.3f}")
+    print(f"ensemble_minus_baseline_f1: part1={ensemble['eval_part1'] - baseline['eval_part1']:+.3f} "
+          f"part2={ensemble['eval_part2'] - baseline['eval_part2']:+.3f}")
+
+
+if __name__ == "__main__":
+    main()
