@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from voxtrace.baselines.classical import fit_predict
+from voxtrace.baselines import classical
 from voxtrace.config import Config
 from voxtrace.data.audio import find_audio_files
 from voxtrace.data.manifest import read_manifest
@@ -40,9 +40,10 @@ def main() -> None:
     scores = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("svm", "gbm"):
+            model = classical.fit(train["path"].tolist(), labels, kind=kind, seed=cfg.seed)
             for part in PARTS:
                 paths = find_audio_files(data / part)
-                probs, _ = fit_predict(train["path"].tolist(), labels, paths, cfg.num_classes, kind=kind, seed=cfg.seed)
+                probs, _ = classical.predict_proba(model, paths, cfg.num_classes)
                 frame = pd.DataFrame({"track": [p.name for p in paths], "algorithm": np.nan_to_num(probs).argmax(1)})
                 for i, name in enumerate(cfg.classes):
                     frame[name] = probs[:, i]

@@ -126,25 +126,26 @@ def _unknown_f1(report: dict, prefix: str) -> dict:
 
 def _classical_baseline(plan: DemoPlan, stages: Stages) -> dict:
     """MFCC/LFCC statistics + SVM trained on the same split, predicted and scored like the CNNs."""
-    from voxtrace.baselines.classical import fit_predict
+    from voxtrace.baselines import classical
     from voxtrace.data.audio import find_audio_files
     from voxtrace.data.manifest import read_manifest
 
     cfg = plan.cfg
     row = {"model": "MFCC/LFCC + SVM (classical)", "stage": "supervised"}
-    train = read_manifest(cfg, "train")
-    labels = train["label"].map({c: i for i, c in enumerate(cfg.classes)}).to_numpy()
-    for part in EVAL_PARTS:
-        pred = plan.out / "predictions" / "baseline" / f"{part}.csv"
-        if not stages.done(f"baseline-{part}"):
+    preds = {part: plan.out / "predictions" / "baseline" / f"{part}.csv" for part in EVAL_PARTS}
+    if not stages.done("baseline"):
+        train = read_manifest(cfg, "train")
+        model = classical.fit(train["path"].tolist(), train["label"].map(cfg.classes.index).to_numpy(), seed=cfg.seed)
+        for part, pred in preds.items():
             paths = find_audio_files(plan.data_dir / part)
-            probs, _ = fit_predict(train["path"].tolist(), labels, paths, cfg.num_classes, seed=cfg.seed)
+            probs, _ = classical.predict_proba(model, paths, cfg.num_classes)
             frame = pd.DataFrame({"track": [Path(p).name for p in paths]})
             frame["algorithm"] = np.where(np.isnan(probs).any(1), -1, np.nan_to_num(probs).argmax(1))
             for i, name in enumerate(cfg.classes):
                 frame[name] = probs[:, i]
             atomic_write_csv(pred, frame.sort_values("track"))
-            atomic_write_text(stages.root / f"baseline-{part}.done", "classical baseline\n")
+        atomic_write_text(stages.root / "baseline.done", "classical baseline\n")
+    for part, pred in preds.items():
         row.update(_score(pred, plan.data_dir, part, prefix=part))
     return row
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 from joblib import Parallel, delayed
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -70,21 +71,26 @@ def extract_features(paths, sample_rate: int = 16000, jobs: int = -1):
 def make_classifier(kind: str = "svm", seed: int = 0):
     """`svm` (RBF kernel on standardised features, as Bird et al.) or `gbm` (histogram gradient boosting)."""
     if kind == "svm":
-        return make_pipeline(StandardScaler(), SVC(C=10.0, gamma="scale", probability=True, random_state=seed))
+        svm = SVC(C=10.0, gamma="scale", random_state=seed)
+        return make_pipeline(StandardScaler(), CalibratedClassifierCV(svm, ensemble=False))  # Platt-scaled probabilities
     if kind == "gbm":
         return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.1, random_state=seed)
     raise ValueError(f"baseline kind must be 'svm' or 'gbm'. Received: kind={kind!r}")
 
 
-def fit_predict(train_paths, train_labels, test_paths, num_classes: int, kind: str = "svm", seed: int = 0):
-    """Train on `train_paths` (integer labels), return class probabilities [n_test, num_classes] and errors."""
-    x_train, train_errors = extract_features(train_paths)
-    keep = ~np.isnan(x_train).any(axis=1)
-    model = make_classifier(kind, seed).fit(x_train[keep], np.asarray(train_labels)[keep])
-    x_test, errors = extract_features(test_paths)
-    probs = np.full((len(test_paths), num_classes), np.nan, np.float32)
-    ok = ~np.isnan(x_test).any(axis=1)
+def fit(train_paths, train_labels, kind: str = "svm", seed: int = 0):
+    """Train the baseline on `train_paths` with integer labels; files that fail to decode are left out."""
+    features, _ = extract_features(train_paths)
+    keep = ~np.isnan(features).any(axis=1)
+    return make_classifier(kind, seed).fit(features[keep], np.asarray(train_labels)[keep])
+
+
+def predict_proba(model, paths, num_classes: int):
+    """Class probabilities [n, num_classes] of `paths` (NaN rows for files that fail to decode) and the errors."""
+    features, errors = extract_features(paths)
+    probs = np.full((len(paths), num_classes), np.nan, np.float32)
+    ok = ~np.isnan(features).any(axis=1)
     if ok.any():
-        probs[np.ix_(ok, model.classes_)] = model.predict_proba(x_test[ok])
-        probs[ok] = np.nan_to_num(probs[ok])
-    return probs, {**train_errors, **errors}
+        probs[ok] = 0.0
+        probs[np.ix_(ok, model.classes_)] = model.predict_proba(features[ok])
+    return probs, errors
