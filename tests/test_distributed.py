@@ -50,7 +50,6 @@ def test_mirrored_two_cpu_replicas_match_default_strategy(tmp_path):
     np.testing.assert_allclose(logs["val_f1"], reference["val_f1"], rtol=1e-5)
 
 
-@pytest.mark.slow
 def test_two_workers_train_together_to_identical_weights(tmp_path):
     ports = ",".join(str(p) for p in _free_ports(2))
     procs = [

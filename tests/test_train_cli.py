@@ -42,7 +42,6 @@ def _train(tmp_path, flags, timeout=500):
     return proc.stdout
 
 
-@pytest.mark.slow
 def test_kfold_run_writes_every_output(tmp_path, corpus):
     import keras
 
@@ -81,7 +80,6 @@ def test_kfold_run_writes_every_output(tmp_path, corpus):
     assert "cnn4" in cfg_text and "epochs: 2" in cfg_text
 
 
-@pytest.mark.slow
 def test_all_data_with_pseudo_labels(tmp_path, corpus):
     clips = sorted(Path(corpus).parent.rglob("*.wav"))
     extra = tmp_path / "unlabelled"
@@ -109,7 +107,6 @@ def _state_epochs(path: Path):
         return json.loads(str(data["meta"]))["epochs_done"]
 
 
-@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume(tmp_path, corpus):
     out = tmp_path / "runs"
     flags = train_flags(corpus, out, epochs=3, steps=40) + ["--selected-folds", "0"]

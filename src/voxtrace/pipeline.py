@@ -184,10 +184,10 @@ def _plot_results(table: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(table)), 4))
     for offset, part in ((-0.2, "eval_part1"), (0.2, "eval_part2")):
         ax.bar(x + offset, table[f"{part}_f1"], width=0.4, label=f"{part} macro-F1")
-    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_xticks(x, labels, fontsize=7, rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("macro-F1")
-    ax.legend()
+    ax.legend(loc="lower left")
     ax.set_title("voxtrace demo: supervised vs semi-supervised, clean vs perturbed")
     atomic_savefig(fig, path)
 
