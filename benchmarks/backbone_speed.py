@@ -22,6 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from voxtrace.config import Config  # noqa: E402
 from voxtrace.io import atomic_write_text  # noqa: E402
 from voxtrace.models import classification_head, create_model, get_entry, list_models  # noqa: E402
 
@@ -82,11 +83,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--all", action="store_true", help="time every registered backbone (aliases excluded)")
     parser.add_argument("--models", nargs="+", help="backbone names to time (default: a representative subset)")
-    parser.add_argument("--img-size", nargs=2, type=int, default=[128, 256], metavar=("H", "W"))
+    parser.add_argument("--img-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                        help="image size (default: features.img_size of configs/demo.yaml)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--output", default="docs/backbones.md")
     args = parser.parse_args(argv)
+    if args.img_size is None:
+        args.img_size = Config.load("configs/demo.yaml").features.img_size
     names = list_models(include_aliases=False) if args.all else (args.models or DEFAULT_MODELS)
     rows = []
     for name in tqdm(names, desc="backbones", unit="model"):
