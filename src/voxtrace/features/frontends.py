@@ -113,6 +113,14 @@ def power_spectrogram(x, n_fft, win_length, hop_length, window="hann"):
     return tf.math.square(tf.math.abs(stft))  # |.| (ComplexAbs) keeps the graph convertible to ONNX by tf2onnx
 
 
+def frequency_band(fmin, fmax, sample_rate):
+    """`(fmin, fmax)` as floats, `fmax=None` meaning Nyquist; refuses a band outside [0, sample_rate / 2]."""
+    low, high = float(fmin), float(fmax if fmax is not None else sample_rate / 2)
+    if not 0 <= low < high <= sample_rate / 2:
+        raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2. Received: fmin={fmin}, fmax={fmax}")
+    return low, high
+
+
 def power_to_db(power, top_db=80.0):
     """10 log10(power) relative to each sample's maximum, floored `top_db` below it (librosa ref=np.max)."""
     log = 10.0 * tf.math.log(tf.maximum(power, _AMIN)) / math.log(10.0)
@@ -208,10 +216,7 @@ class LogMelSpectrogram(_STFTMixin, Frontend):
                  fmin=20.0, fmax=None, top_db=80.0, n_mels=None, hop_length=None, normalize="standard", **kwargs):
         super().__init__(sample_rate=sample_rate, img_size=img_size, normalize=normalize, **kwargs)
         self._init_stft(n_fft, win_length, window, hop_length)
-        self.fmin = float(fmin)
-        self.fmax = float(fmax if fmax is not None else sample_rate / 2)
-        if not 0 <= self.fmin < self.fmax <= sample_rate / 2:
-            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2. Received: fmin={fmin}, fmax={fmax}")
+        self.fmin, self.fmax = frequency_band(fmin, fmax, sample_rate)
         self.top_db = None if top_db is None else float(top_db)
         self.n_mels = int(n_mels or self.img_size[0])
         self._fbank = mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
@@ -261,10 +266,7 @@ class _CepstralFrontend(_STFTMixin, Frontend):
                  normalize="standard", **kwargs):
         super().__init__(sample_rate=sample_rate, img_size=img_size, normalize=normalize, **kwargs)
         self._init_stft(n_fft, win_length, window, hop_length)
-        self.fmin = float(fmin)
-        self.fmax = float(fmax if fmax is not None else sample_rate / 2)
-        if not 0 <= self.fmin < self.fmax <= sample_rate / 2:
-            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2. Received: fmin={fmin}, fmax={fmax}")
+        self.fmin, self.fmax = frequency_band(fmin, fmax, sample_rate)
         self.n_filters = int(n_filters or self.img_size[0])
         self.n_coeffs = int(n_coeffs)
         if not 1 <= self.n_coeffs <= self.n_filters:
