@@ -57,6 +57,7 @@ def test_kfold_run_writes_every_output(tmp_path, corpus):
                 "plots/confusion_matrix.png", "plots/history_fold-0.png", "plots/lr_schedule.png"]:
         assert (run / rel).is_file(), rel
     assert not list(run.rglob("*.partial*"))
+    assert list((run / "logs" / "fold-0").glob("events.out.tfevents.*"))  # TensorBoard scalars
 
     oof = pd.read_csv(run / "csv" / "oof.csv")
     assert list(oof.columns) == ["path", "track", "label", "fold", "espeak", "unknown"]

@@ -284,3 +284,24 @@ class WandbLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.run.log({"epoch": epoch, **(logs or {})})
+
+
+class TensorBoardLogger(keras.callbacks.Callback):
+    """Each epoch's logs (loss, acc, val_*, lr) as TensorBoard scalars in `log_dir`.
+
+    Keras' own TensorBoard callback reads `model.optimizer`, which a model trained by `TrainLoop` (never
+    compiled) does not have; `tf.summary` needs nothing but TensorFlow.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.writer.as_default():
+            for name, value in (logs or {}).items():
+                tf.summary.scalar(name, float(value), step=epoch)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()

@@ -9,12 +9,11 @@ Output layout, under `OUTPUT_DIR/{model}-{H}x{W}/` (`cfg.run_name`):
     csv/history_fold-K.csv                 per-epoch logs; csv/report_fold-K.csv, csv/report_oof.csv
     score/fold-K.json, score/overall.json  acc, precision, recall, f1 (macro) and auc
     plots/confusion_matrix.png, plots/history_fold-K.png, plots/lr_schedule.png
-    logs/fold-K/                           TensorBoard (when the tensorboard package is installed)
+    logs/fold-K/                           TensorBoard scalars of every epoch
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from voxtrace.data.manifest import balance_classes, read_manifest
 from voxtrace.io import atomic_path, atomic_write_csv, atomic_write_json
 from voxtrace.training.folds import assign_folds
 from voxtrace.training.losses import get_loss
-from voxtrace.training.loop import TrainingState, TrainLoop, WandbLogger
+from voxtrace.training.loop import TensorBoardLogger, TrainingState, TrainLoop, WandbLogger
 from voxtrace.training.optimizers import agc_clip_factor, build_optimizer
 from voxtrace.training.plots import plot_history, plot_lr_schedule
 from voxtrace.training.schedules import build_schedule
@@ -192,9 +191,7 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
         callbacks = [state]
         if chief:
             callbacks.append(keras.callbacks.CSVLogger(str(history_csv), append=initial_epoch > 0))
-            if importlib.util.find_spec("tensorboard") is not None:
-                callbacks.append(keras.callbacks.TensorBoard(str(run.root / "logs" / run.name(fold)),
-                                                             write_graph=False))
+            callbacks.append(TensorBoardLogger(run.root / "logs" / run.name(fold)))
         wandb_run = _wandb_run(cfg, f"{cfg.run_name}-{run.name(fold)}") if cfg.train.wandb and chief else None
         if wandb_run is not None:
             callbacks.append(WandbLogger(wandb_run))
