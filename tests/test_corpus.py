@@ -101,6 +101,8 @@ def test_build_with_real_engines(tiny_corpus):
         part = meta[meta.split == split].set_index("track")
         assert set(labels.track) == set(part.index) == {p.name for p in (out / split).glob("*.wav")}
         assert (labels.set_index("track").algorithm == part.class_id.loc[labels.track]).all()
+        detect = pd.read_csv(out / build_module.LABEL_FILES[split].replace(".csv", "_detect.csv"))
+        assert (detect.set_index("track").algorithm == part.detect_id.loc[detect.track]).all()
     for row in meta.itertuples():
         info = sf.info(str(out / row.split / row.track))
         assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"

@@ -435,6 +435,9 @@ def _write_tables(out: Path, records: pd.DataFrame, task: str) -> None:
         part = records[records["split"] == split].sort_values("track")
         labels = pd.DataFrame({"track": part["track"], "algorithm": part[column].astype(int)})
         atomic_write_csv(out / LABEL_FILES[split], labels)
+        # the bona fide / spoof labels always stand beside, so one corpus serves both tasks
+        detect = pd.DataFrame({"track": part["track"], "algorithm": part["detect_id"].astype(int)})
+        atomic_write_csv(out / LABEL_FILES[split].replace(".csv", "_detect.csv"), detect)
     atomic_write_csv(out / "metadata.csv", records.sort_values(["split", "track"]))
 
 
