@@ -146,10 +146,12 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, corpus):
     (["--set", "train.epochs=zero"], "train.epochs"),
     (["--selected-folds", "7"], "data.selected_folds"),
     (["--pseudo", "1"], "data.pseudo_csv"),
+    (["--model-name", "EfficientNetB9"], "model.name"),
 ])
 def test_bad_flags_exit_2_naming_the_key(argv, key, capsys, tmp_path):
     assert main_for("train", argv + ["--output-dir", str(tmp_path)]) == 2
     assert key in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before any work: no run folder
 
 
 def test_unparsable_flag_is_an_argparse_error(capsys):

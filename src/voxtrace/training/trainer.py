@@ -112,6 +112,9 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
     Returns:
         `{"run_dir", "checkpoints", "folds": {fold: scores}, "overall": scores or None}`.
     """
+    from voxtrace.models.raw import backbone_input_shape
+
+    backbone_input_shape(cfg)  # an unknown model.name, or one that does not fit features.*, fails before any work
     strategy = get_strategy(cfg.train.strategy)
     policy = set_mixed_precision(strategy, cfg.train.mixed_precision)
     seed_everything(cfg.seed, cfg.train.deterministic)
