@@ -9,6 +9,7 @@ finishes only the rest (training itself resumes from its last epoch).
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import time
@@ -33,7 +34,7 @@ class DemoPlan:
     out: Path
     per_class: int | None = None
 
-    @property
+    @functools.cached_property
     def cfg(self) -> Config:
         return Config.load(self.cfg_path)
 

@@ -65,12 +65,7 @@ def read_spcup22(paths: dict, part: str = "train", classes=ATTRIBUTION_CLASSES, 
         name = f"labels_{part}.csv"
         labels_csv = next((p for p in (folder / name, folder.parent / name) if p.is_file()), None)
     if labels_csv is not None:
-        table = _read_track_labels(labels_csv)
-        frame = pd.DataFrame({
-            "path": [str((folder / t).resolve()) for t in table["track"]],
-            "track": table["track"].astype(str),
-            "label": _label_names(table["algorithm"], classes, labels_csv),
-        })
+        frame = read_track_labels(labels_csv, folder, classes)
     else:
         files = find_audio_files(folder)
         frame = pd.DataFrame({"path": [str(p.resolve()) for p in files], "track": [p.name for p in files]})
@@ -254,12 +249,19 @@ def _existing(path, what: str) -> Path:
     return path
 
 
-def _read_track_labels(path: Path) -> pd.DataFrame:
-    table = pd.read_csv(path, dtype={"track": str})
+def read_track_labels(labels_csv, folder, classes) -> pd.DataFrame:
+    """A `track,algorithm` labels CSV (the SP Cup layout) as `DataFrame[path, track, label]`: `track` is a file
+    in `folder`, `algorithm` a class id into `classes` or a class name."""
+    table = pd.read_csv(labels_csv, dtype={"track": str})
     table = table.drop(columns=[c for c in table.columns if c.startswith("Unnamed")])
     if not {"track", "algorithm"} <= set(table.columns):
-        raise ValueError(f"{path} must have the columns track,algorithm. Received: {list(table.columns)}")
-    return table
+        raise ValueError(f"{labels_csv} must have the columns track,algorithm. Received: {list(table.columns)}")
+    folder = Path(folder)
+    return pd.DataFrame({
+        "path": [str((folder / t).resolve()) for t in table["track"]],
+        "track": table["track"].astype(str),
+        "label": _label_names(table["algorithm"], classes, labels_csv),
+    })
 
 
 def _label_names(values: pd.Series, classes, source) -> pd.Series:

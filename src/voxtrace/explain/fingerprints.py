@@ -43,17 +43,13 @@ def labelled_files(data_dir: str | os.PathLike, classes: list[str], labels_csv: 
     `data_dir` is a class (`voxtrace.data.manifest.read_folder_per_class`). `class_order` follows `classes`
     where it names every label found, else sorts them.
     """
-    from voxtrace.data.manifest import _label_names, _read_track_labels, read_folder_per_class
+    from voxtrace.data.manifest import read_folder_per_class, read_track_labels
 
     data_dir = Path(data_dir)
     if labels_csv is None:
         frame = read_folder_per_class(data_dir, check=False)
     else:
-        table = _read_track_labels(Path(labels_csv))
-        frame = pd.DataFrame({
-            "path": [str(data_dir / track) for track in table["track"]],
-            "label": _label_names(table["algorithm"], classes, labels_csv),
-        })
+        frame = read_track_labels(labels_csv, data_dir, classes)
     frame = frame.dropna(subset=["label"])
     if frame.empty:
         raise FileNotFoundError(f"no labelled audio under {data_dir} (labels: {labels_csv or 'one sub-folder per class'})")
