@@ -4,7 +4,7 @@
 
 Parameters are the default config's (6 s at 16 kHz, n_fft = win_length = 2048, 128 mel bands, the hop that
 gives W = 384 frames); the clips are espeak-ng speech (random noise if espeak-ng is missing). Warm-up calls
-are excluded; rounds are interleaved and the best of each kept. Prints clips/s of the layer as a plain
+are excluded; rounds are interleaved, each timed run starts after a short pause, and the best of each is kept. Prints clips/s of the layer as a plain
 tf.function, compiled with XLA (as Keras `fit` / `predict` run it) and of librosa; the last line,
 `frontend_speedup_vs_librosa: X`, uses the plain tf.function figure.
 """
@@ -26,6 +26,11 @@ import tensorflow as tf  # noqa: E402
 
 from voxtrace.config import Config  # noqa: E402
 from voxtrace.features import build_frontend  # noqa: E402
+
+
+# Pause before each timed run: numpy's OpenBLAS threads busy-wait for about 0.1 s after a call, which steals
+# the cores from whatever runs next; without it the order of the contenders changes their figures.
+SETTLE_S = 0.5
 
 
 def speech_clips(count: int, num_samples: int, sample_rate: int) -> np.ndarray:
@@ -81,6 +86,7 @@ def main() -> None:
     rates = dict.fromkeys(runs, 0.0)
     for _ in range(args.rounds):  # interleaved rounds, best of each: fair on a shared machine
         for name, fn in runs.items():
+            time.sleep(SETTLE_S)
             start = time.perf_counter()
             fn()
             rates[name] = max(rates[name], len(clips) / (time.perf_counter() - start))

@@ -85,31 +85,40 @@ def auto_hop_length(num_samples, width):
     return max(1, int(math.ceil(num_samples / max(1, width - 1))))
 
 
-def frame_signal(x, frame_length: int, hop_length: int):
-    """Overlapping frames [B, T, frame_length] of [B, N] (static N), T = 1 + (N - frame_length) // hop_length.
+def windowed_frames(x, window: np.ndarray, hop_length: int):
+    """Overlapping frames of [B, N] (static N) times `window`: [B, T, len(window)], T = 1 + (N - len) // hop.
 
-    Cut as hop-sized blocks that are concatenated, which is several times faster on CPU than
-    `tf.signal.frame` when the hop shares no large factor with the frame length.
+    Cut as hop-sized blocks, each multiplied by its slice of the window and concatenated straight to the
+    frame length: one pass over the frames, several times faster on CPU than `tf.signal.frame` when the hop
+    shares no large factor with the frame length.
     """
-    n = x.shape[-1]
+    frame_length, n = len(window), x.shape[-1]
     per_frame = -(-frame_length // hop_length)
     if per_frame > 32:
-        return tf.signal.frame(x, frame_length, hop_length)
+        return tf.signal.frame(x, frame_length, hop_length) * window
     frames = 1 + (n - frame_length) // hop_length
     need = (frames - 1 + per_frame) * hop_length
     x = tf.pad(x, [[0, 0], [0, max(0, need - n)]])[:, :need]
     blocks = tf.reshape(x, [-1, need // hop_length, hop_length])
-    return tf.concat([blocks[:, k : k + frames] for k in range(per_frame)], axis=2)[..., :frame_length]
+    parts = []
+    for k in range(per_frame):
+        start, stop = k * hop_length, min((k + 1) * hop_length, frame_length)
+        parts.append(blocks[:, k : k + frames, : stop - start] * window[start:stop])
+    return tf.concat(parts, axis=2)
+
+
+def stft_window(window, win_length, n_fft):
+    """The periodic `window` of `win_length` samples centred in `n_fft` zeros (as librosa), float32."""
+    phase = 2 * np.pi * np.arange(win_length) / win_length
+    shape = {"hann": 0.5 - 0.5 * np.cos(phase), "hamming": 0.54 - 0.46 * np.cos(phase)}[window]
+    left = (n_fft - win_length) // 2
+    return np.pad(shape, (left, n_fft - win_length - left)).astype(np.float32)
 
 
 def power_spectrogram(x, n_fft, win_length, hop_length, window="hann"):
     """|STFT|^2 of [B, N] as [B, frames, n_fft // 2 + 1]; centred frames with zero padding, like librosa."""
-    window_fn = {"hann": tf.signal.hann_window, "hamming": tf.signal.hamming_window}[window]
-    win = window_fn(win_length, periodic=True)
-    left = (n_fft - win_length) // 2
-    win = tf.pad(win, [[left, n_fft - win_length - left]])
     x = tf.pad(x, [[0, 0], [n_fft // 2, n_fft // 2]])
-    stft = tf.signal.rfft(frame_signal(x, n_fft, hop_length) * win, [n_fft])
+    stft = tf.signal.rfft(windowed_frames(x, stft_window(window, win_length, n_fft), hop_length), [n_fft])
     return tf.math.square(tf.math.abs(stft))  # |.| (ComplexAbs) keeps the graph convertible to ONNX by tf2onnx
 
 
