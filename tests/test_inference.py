@@ -121,6 +121,8 @@ def test_pseudo_threshold_and_cap(tmp_path):
     capped = select_pseudo_labels(paths, probs, ["a", "b"], threshold=0.6, cap_per_class=2)
     assert capped["track"].tolist() == ["f1.wav", "f0.wav", "f3.wav"]
     np.testing.assert_allclose(capped["confidence"], [0.9, 0.7, 0.8])
+    per_part = select_pseudo_labels(paths, probs, ["a", "b"], threshold=0.6, cap_per_class=1, parts=[1, 2, 1, 1, 1, 1])
+    assert per_part["track"].tolist() == ["f1.wav", "f0.wav", "f3.wav"]  # the best "a" of part 2 and of part 1
     capped.to_csv(tmp_path / "pseudo.csv", index=False)
     back = read_pseudo_csv(tmp_path / "pseudo.csv", ["a", "b"])
     assert list(back.columns) == ["path", "track", "a", "b"]

@@ -170,7 +170,7 @@ class InferConfig:
     agg: str = "mean"  # mean | geometric | max
     open_set: OpenSetConfig = field(default_factory=OpenSetConfig)
     pseudo_threshold: float = 0.6  # keep pseudo-labels whose top probability reaches this
-    pseudo_cap_per_class: int | None = None
+    pseudo_cap_per_class: int | None = None  # at most this many per predicted class of each part (infer path)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_MODELS = ["EfficientNetB0", "ResNet18"]
+DEFAULT_MODELS = ["ResNet18", "MobileNetV3Small"]
 
 
 def add_arguments(parser):

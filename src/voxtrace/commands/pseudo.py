@@ -1,8 +1,8 @@
 """`voxtrace pseudo` / `generate_pseudo.py`: soft pseudo-labels of unlabelled audio from a supervised ensemble.
 
 Output columns: `path, track, <one probability column per class>, confidence, part`. Defaults: keep rows
-whose top probability reaches `infer.pseudo_threshold` (0.6) of the checkpoints' config, no cap per class
-(`infer.pseudo_cap_per_class`), ensemble `infer.agg` (mean) and `infer.tta` (1). Either one `--model-dir`
+whose top probability reaches `infer.pseudo_threshold` (0.6) of the checkpoints' config, no cap per class and
+part (`infer.pseudo_cap_per_class`), ensemble `infer.agg` (mean) and `infer.tta` (1). Either one `--model-dir`
 with one or more `--infer-path`, or the reference's `--partN-model-dir` / `--partN-infer-path` pairs (each
 part predicted by its own ensemble). A semi-supervised run dir is a valid `--model-dir`, so rounds chain.
 """
@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="minimum top probability (default: infer.pseudo_threshold of the checkpoints, 0.6)")
     parser.add_argument("--cap-per-class", type=int, default=None,
-                        help="at most K rows per predicted class, most confident first (default: "
+                        help="at most K rows per predicted class of each part, most confident first (default: "
                              "infer.pseudo_cap_per_class, no cap)")
     parser.add_argument("--tta", type=int, default=None, help="test-time augmentation passes (default: infer.tta)")
     parser.add_argument("--agg", choices=["mean", "geometric", "max"], default=None, help="default: infer.agg")
@@ -93,6 +93,6 @@ def run(args) -> int:
     atomic_write_csv(output, frame, float_format="%.6f")
     top = frame[classes].to_numpy().argmax(axis=1) if len(frame) else np.zeros(0, int)
     print(f"pseudo: wrote {output}: {len(frame)} of {len(paths)} files (confidence >= {threshold}"
-          + (f", at most {cap} per class" if cap is not None else "") + f"); {failed} files failed")
+          + (f", at most {cap} per class and part" if cap is not None else "") + f"); {failed} files failed")
     print("pseudo: per class " + ", ".join(f"{c}={int((top == i).sum())}" for i, c in enumerate(classes)))
     return 0

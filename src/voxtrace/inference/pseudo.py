@@ -3,7 +3,10 @@
 A pseudo CSV has the columns `path`, `track`, one probability column per class name (in `cfg.classes` order),
 `confidence` (the top probability) and `part` (1-based index of the `--infer-path` a file came from). Only
 rows whose confidence reaches the threshold are kept (default `infer.pseudo_threshold` = 0.6), optionally at
-most `infer.pseudo_cap_per_class` rows per predicted class, the most confident first. Files that failed to
+most `infer.pseudo_cap_per_class` rows per predicted class of each part, the most confident first: capping each
+part separately keeps the classes balanced within every recording condition, so a condition that mostly yields
+confident clips of one class (heavily degraded audio taken for human speech) does not teach the retrained
+models that the condition itself means that class. Files that failed to
 decode are left out. The reference's column names (`audio_path`, `filename`) are read as `path`, `track`.
 """
 
@@ -39,7 +42,7 @@ def select_pseudo_labels(
     frame = frame.assign(_cls=probs[frame.index].argmax(axis=1) if len(frame) else [])
     frame = frame.sort_values(["_cls", "confidence", "track"], ascending=[True, False, True], kind="stable")
     if cap_per_class is not None:
-        frame = frame.groupby("_cls", sort=False).head(cap_per_class)
+        frame = frame.groupby(["part", "_cls"] if parts is not None else "_cls", sort=False).head(cap_per_class)
     return frame.drop(columns="_cls").reset_index(drop=True)
 
 
