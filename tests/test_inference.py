@@ -126,6 +126,10 @@ def test_pseudo_threshold_and_cap(tmp_path):
     capped.to_csv(tmp_path / "pseudo.csv", index=False)
     back = read_pseudo_csv(tmp_path / "pseudo.csv", ["a", "b"])
     assert list(back.columns) == ["path", "track", "a", "b"]
+    per_part.to_csv(tmp_path / "parts.csv", index=False)
+    assert read_pseudo_csv(tmp_path / "parts.csv", ["a", "b"], parts=[2])["track"].tolist() == ["f1.wav"]
+    with pytest.raises(ValueError, match=r"pseudo\.csv has no `part` column"):
+        read_pseudo_csv(tmp_path / "pseudo.csv", ["a", "b"], parts=[1])
     with pytest.raises(ValueError, match=r"\['a', 'b'\].*\['a', 'c'\]"):
         read_pseudo_csv(tmp_path / "pseudo.csv", ["a", "c"])
 

@@ -38,6 +38,7 @@ class DataConfig:
     all_data: bool = False
     pseudo_csv: str | None = None
     pseudo_weight: float = 1.0  # sample weight of pseudo-labelled clips
+    pseudo_parts: list[int] = field(default_factory=list)  # train on these parts of the pseudo CSV; empty: all
     balance: bool = False  # sample bona fide and spoof equally (detect task)
     max_files: int | None = None  # cap per class, for debugging
 
@@ -258,6 +259,8 @@ class Config:
             if not 0 <= k < d.folds:
                 raise ConfigError(f"data.selected_folds: fold {k} is outside 0..{d.folds - 1} (data.folds={d.folds})")
         _range("data.pseudo_weight", d.pseudo_weight, 0.0, None)
+        for k, part in enumerate(d.pseudo_parts):
+            _range(f"data.pseudo_parts[{k}]", part, 1, None)
         a = self.audio
         _range("audio.sample_rate", a.sample_rate, 8000, 192000)
         _range("audio.duration", a.duration, 0.1, 600.0)

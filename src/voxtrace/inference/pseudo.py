@@ -46,16 +46,22 @@ def select_pseudo_labels(
     return frame.drop(columns="_cls").reset_index(drop=True)
 
 
-def read_pseudo_csv(path, classes) -> pd.DataFrame:
+def read_pseudo_csv(path, classes, parts=None) -> pd.DataFrame:
     """`DataFrame[path, track, <one probability column per class>]` of a pseudo CSV, validated.
 
-    Raises ValueError naming the file, its class columns and the config's classes when they differ, or when
-    probabilities are missing, negative or not finite. Rows are renormalized to sum to 1.
+    With `parts`, only rows whose `part` is one of them. Raises ValueError naming the file, its class columns
+    and the config's classes when they differ, when probabilities are missing, negative or not finite, or when
+    `parts` is asked of a file without a `part` column. Rows are renormalized to sum to 1.
     """
     classes = list(classes)
     frame = pd.read_csv(path).rename(columns=_REFERENCE_NAMES)
     if "path" not in frame.columns:
         raise ValueError(f"pseudo CSV {path} has no `path` column. Received columns: {list(frame.columns)}")
+    if parts is not None:
+        if "part" not in frame.columns:
+            raise ValueError(f"pseudo CSV {path} has no `part` column to select parts {list(parts)} from "
+                             "(data.pseudo_parts); write it with `voxtrace pseudo`")
+        frame = frame[frame["part"].isin(list(parts))]
     if "track" not in frame.columns:
         frame["track"] = frame["path"].astype(str).str.replace("\\", "/").str.rsplit("/", n=1).str[-1]
     file_classes = [c for c in frame.columns if c not in META_COLUMNS]

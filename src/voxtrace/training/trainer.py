@@ -63,7 +63,7 @@ def load_pseudo_frame(cfg, labelled_paths) -> pd.DataFrame | None:
 
     if not Path(cfg.data.pseudo_csv).is_file():
         raise ConfigError(f"data.pseudo_csv: file not found: {cfg.data.pseudo_csv}")
-    pseudo = read_pseudo_csv(cfg.data.pseudo_csv, cfg.classes)
+    pseudo = read_pseudo_csv(cfg.data.pseudo_csv, cfg.classes, parts=cfg.data.pseudo_parts or None)
     known = {str(Path(p).resolve()) for p in labelled_paths}
     return pseudo[[str(Path(p).resolve()) not in known for p in pseudo["path"]]].reset_index(drop=True)
 
