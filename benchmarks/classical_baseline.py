@@ -16,14 +16,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from voxtrace.baselines import classical
 from voxtrace.config import Config
 from voxtrace.data.audio import find_audio_files
 from voxtrace.data.manifest import read_manifest
 from voxtrace.evaluation.reports import evaluate_files
-from voxtrace.io import atomic_write_csv
+from voxtrace.inference.submission import prediction_frame, write_predictions
 
 PARTS = ("eval_part1", "eval_part2")
 
@@ -43,12 +42,10 @@ def main() -> None:
             model = classical.fit(train["path"].tolist(), labels, kind=kind, seed=cfg.seed)
             for part in PARTS:
                 paths = find_audio_files(data / part)
-                probs, _ = classical.predict_proba(model, paths, cfg.num_classes)
-                frame = pd.DataFrame({"track": [p.name for p in paths], "algorithm": np.nan_to_num(probs).argmax(1)})
-                for i, name in enumerate(cfg.classes):
-                    frame[name] = probs[:, i]
-                pred = Path(tmp) / f"{kind}_{part}.csv"
-                atomic_write_csv(pred, frame)
+                probs, errors = classical.predict_proba(model, paths, cfg.num_classes)
+                pred_idx = np.where(np.isnan(probs).any(1), -1, np.nan_to_num(probs).argmax(1))
+                frame = prediction_frame(paths, probs, pred_idx, errors, cfg.classes, with_probs=True)
+                pred = write_predictions(Path(tmp) / f"{kind}_{part}.csv", frame)
                 report = evaluate_files(pred, data / f"labels_{part}.csv", classes=cfg.classes)
                 scores[(kind, part)] = report["f1"]
                 print(f"{kind:4s} {part}: acc {report['acc']:.3f}  macro-F1 {report['f1']:.3f}", flush=True)

@@ -4,9 +4,9 @@
 
 Parameters are the default config's (6 s at 16 kHz, n_fft = win_length = 2048, 128 mel bands, the hop that
 gives W = 384 frames); the clips are espeak-ng speech (random noise if espeak-ng is missing). Warm-up calls
-are excluded; rounds are interleaved, each timed run starts after a short pause, and the best of each is kept. Prints clips/s of the layer as a plain
-tf.function, compiled with XLA (as Keras `fit` / `predict` run it) and of librosa; the last line,
-`frontend_speedup_vs_librosa: X`, uses the plain tf.function figure.
+are excluded; rounds are interleaved, each timed run starts after a short pause, and the best of each is
+kept. Prints clips/s of the layer as a plain tf.function, compiled with XLA (as Keras `fit` / `predict` run
+it) and of librosa; the last line, `frontend_speedup_vs_librosa: X`, uses the plain tf.function figure.
 """
 
 from __future__ import annotations

@@ -130,6 +130,7 @@ def _classical_baseline(plan: DemoPlan, stages: Stages) -> dict:
     from voxtrace.baselines import classical
     from voxtrace.data.audio import find_audio_files
     from voxtrace.data.manifest import read_manifest
+    from voxtrace.inference.submission import prediction_frame, write_predictions
 
     cfg = plan.cfg
     row = {"model": "MFCC/LFCC + SVM (classical)", "stage": "supervised"}
@@ -139,12 +140,9 @@ def _classical_baseline(plan: DemoPlan, stages: Stages) -> dict:
         model = classical.fit(train["path"].tolist(), train["label"].map(cfg.classes.index).to_numpy(), seed=cfg.seed)
         for part, pred in preds.items():
             paths = find_audio_files(plan.data_dir / part)
-            probs, _ = classical.predict_proba(model, paths, cfg.num_classes)
-            frame = pd.DataFrame({"track": [Path(p).name for p in paths]})
-            frame["algorithm"] = np.where(np.isnan(probs).any(1), -1, np.nan_to_num(probs).argmax(1))
-            for i, name in enumerate(cfg.classes):
-                frame[name] = probs[:, i]
-            atomic_write_csv(pred, frame.sort_values("track"))
+            probs, errors = classical.predict_proba(model, paths, cfg.num_classes)
+            pred_idx = np.where(np.isnan(probs).any(1), -1, np.nan_to_num(probs).argmax(1))
+            write_predictions(pred, prediction_frame(paths, probs, pred_idx, errors, cfg.classes, with_probs=True))
         atomic_write_text(stages.root / "baseline.done", "classical baseline\n")
     for part, pred in preds.items():
         row.update(_score(pred, plan.data_dir, part, prefix=part))

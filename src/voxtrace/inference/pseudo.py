@@ -6,8 +6,7 @@ rows whose confidence reaches the threshold are kept (default `infer.pseudo_thre
 most `infer.pseudo_cap_per_class` rows per predicted class of each part, the most confident first: capping each
 part separately keeps the classes balanced within every recording condition, so a condition that mostly yields
 confident clips of one class (heavily degraded audio taken for human speech) does not teach the retrained
-models that the condition itself means that class. Files that failed to
-decode are left out. The reference's column names (`audio_path`, `filename`) are read as `path`, `track`.
+models that the condition itself means that class. Files that failed to decode are left out. The reference's column names (`audio_path`, `filename`) are read as `path`, `track`.
 """
 
 from __future__ import annotations
