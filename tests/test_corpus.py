@@ -156,3 +156,75 @@ def test_corpus_command_detect_labels(tiny_corpus, tmp_path):
     assert (labels.algorithm.values == (meta.loc[labels.track, "engine"] != "human").astype(int).values).all()
     assert cli.main(["corpus", "--out", str(tmp_path / "fresh"), "--per-class", "0"]) == 2
     assert not (tmp_path / "fresh").exists()
+
+
+def _sentence_shapes() -> dict[str, str]:
+    """The first sentence of each shape `sentence_list` generates (statement, comma, questions, numbers)."""
+    shapes = {
+        "question_did": r"^Did ", "question_why": r"^Why would ", "question_is_it": r"^Is it true that ",
+        "timetable_numbers": r"^The train to ", "ordered_numbers": r" ordered ", "comma": r"^[^,]+, ",
+        "statement": r"^[^,?]+\.$",
+    }
+    found = {}
+    for text in sentence_list():
+        for shape, pattern in shapes.items():
+            if shape not in found and re.search(pattern, text):
+                found[shape] = text
+                break
+    assert set(found) == set(shapes), set(shapes) - set(found)
+    return found
+
+
+@needs_engines
+@pytest.mark.parametrize("voice", [v for voices in CLASS_VOICES.values() for v in voices], ids=lambda v: v.speaker)
+def test_every_voice_renders_every_sentence_shape(voice, tmp_path):
+    """Each shape of sentence becomes a clip with every voice: spoken, or replaced by a spare of its split."""
+    shapes = _sentence_shapes()
+    sentences = sentence_list()
+    spares = [i for i, s in enumerate(sentences) if s not in shapes.values()][:build_module.SPARE_TEXTS]
+    for shape, text in shapes.items():
+        job = build_module.ClipJob(
+            track=f"{shape}.wav", split="train", class_id=0, engine=voice.engine, voice=voice.name,
+            speaker=voice.speaker, seed=1, text_ids=[sentences.index(text)] + spares,
+        )
+        record = build_module.render_clip(job, tmp_path)
+        used = [int(t) for t in record["text_id"].split("+")]
+        replaced = [int(t) for t in record["replaced"].split("+") if t]
+        assert used and set(used) <= set(job.text_ids) and not set(used) & set(replaced), (shape, record)
+        assert (used[0] == job.text_ids[0]) == (not replaced), (shape, record)
+        x, rate = sf.read(str(tmp_path / "train" / job.track))
+        assert rate == 16000 and build_module.MIN_S * rate <= len(x) and np.abs(x).max() > 0.01, shape
+
+
+@needs_engines
+def test_a_sentence_the_engine_cannot_speak_is_replaced(tmp_path):
+    """festival's Italian diphone voice fails on 'past nine?' (SIOD error): the clip takes the next sentence."""
+    sentences = sentence_list()
+    failing = next(i for i, s in enumerate(sentences) if s.endswith("at half past nine?"))
+    spare = next(i for i, s in enumerate(sentences) if s.endswith(".") and "nine" not in s)
+    voice = next(v for v in CLASS_VOICES["diphone"] if v.name == "pc_diphone")
+    with pytest.raises(build_module.SynthesisError, match="pc_diphone"):
+        build_module.synthesize(voice, sentences[failing])
+    job = build_module.ClipJob(track="a.wav", split="train", class_id=2, engine="festival", voice="pc_diphone",
+                               speaker=voice.speaker, seed=0, text_ids=[failing, spare])
+    errors = build_module._render_batch([job], tmp_path)
+    assert errors == []
+    record = pd.read_json(tmp_path / ".build" / "a.json", typ="series", dtype=False)
+    assert record["text_id"] == str(spare) and record["replaced"] == str(failing)
+
+
+def test_a_broken_voice_is_named_with_its_package(tmp_path, monkeypatch):
+    """Clips of a voice that speaks nothing fail; the build reports the voice and the package providing it."""
+    def broken(voice, text, rate=1.0, pitch=50):
+        if voice.name == "kal16":
+            raise build_module.SynthesisError(f"{voice.speaker} failed on {text!r}: voice not found")
+        return np.sin(np.arange(3 * 16000) * 0.05).astype(np.float32) * 0.3, 16000
+
+    monkeypatch.setattr(build_module, "synthesize", broken)
+    jobs = [build_module.ClipJob(track=f"{name}.wav", split="train", class_id=2, engine="flite", voice=name,
+                                 speaker=f"flite:{name}", seed=0, text_ids=[1, 2, 3]) for name in ("kal16", "awb")]
+    failures = [e for job in jobs for e in build_module._render_batch([job], tmp_path)]
+    assert [speaker for speaker, _ in failures] == ["flite:kal16"]
+    report = build_module._failure_report(failures, jobs)
+    assert "flite:kal16 (provided by flite) failed on 1 clips" in report and "could not speak any of 3" in report
+    assert (tmp_path / "train" / "awb.wav").is_file() and not (tmp_path / "train" / "kal16.wav").exists()

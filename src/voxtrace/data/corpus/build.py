@@ -20,7 +20,6 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from voxtrace.data.audio import load_audio, normalize_loudness, save_wav, trim_s
 from voxtrace.data.corpus.engines import (
     CLASS_VOICES,
     HUMAN_CLASS,
+    SynthesisError,
     Voice,
     human_speakers,
     missing_programs,
@@ -52,6 +52,7 @@ SPLITS = ("train", "eval_part1", "eval_part2")
 SENTENCE_SHARE = {"train": 0.6, "eval_part1": 0.2, "eval_part2": 0.2}
 SPEAKER_PATTERN = ("train", "eval_part1", "eval_part2", "train", "train")  # human speakers of a family, in turn
 FESTIVAL_BATCH = 8  # festival clips rendered by one festival process
+SPARE_TEXTS = 4  # sentences of the same split a clip falls back on when its engine cannot speak one
 GRIFFIN_LIM_EVERY = 4  # every 4th "unknown" clip is Griffin-Lim resynthesis of a human segment
 LABEL_FILES = {"train": "train/labels.csv", "eval_part1": "labels_eval_part1.csv",
                "eval_part2": "labels_eval_part2.csv"}
@@ -69,7 +70,7 @@ class ClipJob:
     voice: str
     speaker: str
     seed: int
-    text_ids: list[int] = field(default_factory=list)  # synthetic: the sentence, then a spare if it is short
+    text_ids: list[int] = field(default_factory=list)  # synthetic: the sentence, then spares (see SPARE_TEXTS)
     rate: float = 1.0
     pitch: int = 50
     pieces: list = field(default_factory=list)  # human: [path, offset_s, duration_s] in order, spares last
@@ -152,7 +153,7 @@ def _plan_synthetic(split, class_id, count, pool, rng) -> list[ClipJob]:
         voice: Voice = choices[int(rng.integers(len(choices)))]
         jobs.append(ClipJob(
             track="", split=split, class_id=class_id, engine=voice.engine, voice=voice.name, speaker=voice.speaker,
-            seed=_clip_seed(rng), text_ids=[int(texts[i % len(texts)]), int(texts[(i + 1) % len(texts)])],
+            seed=_clip_seed(rng), text_ids=[int(texts[(i + k) % len(texts)]) for k in range(1 + SPARE_TEXTS)],
             rate=round(float(rng.uniform(0.88, 1.12)), 3), pitch=int(rng.integers(35, 66)),
         ))
     return jobs
@@ -228,10 +229,10 @@ def render_clip(job: ClipJob, out: Path, spoken: dict | None = None) -> dict:
         x = _human_segment(job, rng)
         if job.engine == "griffinlim":
             x, voice = _griffin_lim(x, rng)
-        text_id = ""
+        text_id, replaced = "", ""
     else:
-        x, used = _synthetic_clip(job, spoken or {})
-        text_id = "+".join(str(t) for t in job.text_ids[:used])
+        x, used, failed = _synthetic_clip(job, spoken or {})
+        text_id, replaced = "+".join(str(t) for t in used), "+".join(str(t) for t in failed)
     x = normalize_loudness(_fit_length(x))
     applied: list[str] = []
     if job.split == "eval_part2":
@@ -239,31 +240,40 @@ def render_clip(job: ClipJob, out: Path, spoken: dict | None = None) -> dict:
     save_wav(out / job.split / job.track, x, SAMPLE_RATE)
     record = {
         "track": job.track, "split": job.split, "class_id": job.class_id, "class_name": job.class_name,
-        "engine": job.engine, "voice": voice, "speaker": job.speaker, "text_id": text_id,
+        "engine": job.engine, "voice": voice, "speaker": job.speaker, "text_id": text_id, "replaced": replaced,
         "perturbations": "+".join(applied), "duration": round(len(x) / SAMPLE_RATE, 3),
     }
     atomic_write_json(out / ".build" / f"{Path(job.track).stem}.json", record)
     return record
 
 
-def _synthetic_clip(job: ClipJob, spoken: dict) -> tuple[np.ndarray, int]:
+def _synthetic_clip(job: ClipJob, spoken: dict) -> tuple[np.ndarray, list[int], list[int]]:
+    """Speak the clip's sentences in turn until it is MIN_S long; a sentence the engine cannot speak is
+    replaced by the next spare. Returns (waveform, text ids used, text ids the engine failed on)."""
     voice = Voice(job.engine, job.voice)
-    parts, used = [], 0
+    parts, used, failed, errors = [], [], [], []
     for text_id in job.text_ids:
-        x, rate = spoken.get((text_id, job.rate)) or synthesize(
-            voice, sentence_list()[text_id], rate=job.rate, pitch=job.pitch
-        )
+        try:
+            x, rate = spoken.get((text_id, job.rate)) or synthesize(
+                voice, sentence_list()[text_id], rate=job.rate, pitch=job.pitch
+            )
+        except SynthesisError as err:
+            failed.append(text_id)
+            errors.append(str(err))
+            continue
         if rate != SAMPLE_RATE:
             x = soxr.resample(x, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
         parts.append(trim_silence(x, SAMPLE_RATE))
-        used += 1
+        used.append(text_id)
         if sum(len(p) for p in parts) + int(0.3 * SAMPLE_RATE) * (len(parts) - 1) >= MIN_S * SAMPLE_RATE:
             break
+    if not parts:
+        raise SynthesisError(f"{job.speaker} could not speak any of {len(failed)} sentences; last: {errors[-1]}")
     pause = np.zeros(int(0.3 * SAMPLE_RATE), np.float32)
     joined = np.concatenate([p if i == 0 else np.concatenate([pause, p]) for i, p in enumerate(parts)])
     if len(joined) < MIN_S * SAMPLE_RATE:
-        raise RuntimeError(f"{job.speaker} gave only {len(joined) / SAMPLE_RATE:.2f} s for texts {job.text_ids}")
-    return joined, used
+        raise SynthesisError(f"{job.speaker} gave only {len(joined) / SAMPLE_RATE:.2f} s for texts {job.text_ids}")
+    return joined, used, failed
 
 
 def _human_segment(job: ClipJob, rng) -> np.ndarray:
@@ -312,23 +322,20 @@ def _fit_length(x: np.ndarray) -> np.ndarray:
     return y
 
 
-def _render_batch(batch: list[ClipJob], out: Path) -> list[str]:
-    """Render clips of one voice; returns an error line per failed clip (the others are kept)."""
+def _render_batch(batch: list[ClipJob], out: Path) -> list[tuple[str, str]]:
+    """Render clips of one voice; returns (speaker, error line) per failed clip (the others are kept)."""
     spoken = {}
     if batch[0].engine == "festival":
         items = [(job.text_ids[0], job.rate) for job in batch]
-        try:
-            voice = Voice(batch[0].engine, batch[0].voice)
-            audio = synthesize_festival_batch(voice, [(sentence_list()[t], r) for t, r in items])
-            spoken = dict(zip(items, audio))
-        except (RuntimeError, OSError, subprocess.SubprocessError):
-            spoken = {}  # fall back to one festival process per clip, which reports the failing clip
+        voice = Voice(batch[0].engine, batch[0].voice)
+        audio = synthesize_festival_batch(voice, [(sentence_list()[t], r) for t, r in items])
+        spoken = {item: result for item, result in zip(items, audio) if result is not None}
     errors = []
     for job in batch:
         try:
             render_clip(job, out, spoken)
         except Exception as err:  # one failing clip must not stop the others; it is reported and retried on re-run
-            errors.append(f"{job.split}/{job.track} ({job.speaker}): {type(err).__name__}: {err}")
+            errors.append((job.speaker, f"{job.split}/{job.track} ({job.speaker}): {type(err).__name__}: {err}"))
     return errors
 
 
@@ -381,14 +388,24 @@ def build_demo_corpus(
     todo = [job for job in plan if not _finished(out, job)]
     failures = _render_all(todo, out, jobs or os.cpu_count() or 1)
     if failures:
-        raise RuntimeError(
-            f"{len(failures)} of {len(plan)} clips failed (the other clips are kept; re-run to retry them):\n  "
-            + "\n  ".join(failures[:20])
-        )
+        raise RuntimeError(_failure_report(failures, plan))
     records = pd.DataFrame([json.loads((out / ".build" / f"{Path(j.track).stem}.json").read_text()) for j in plan])
     _write_tables(out, records, task)
     atomic_write_text(out / "README.md", _readme(records, settings, task, time.time() - started, len(todo)))
     return out
+
+
+def _failure_report(failures: list[tuple[str, str]], plan: list[ClipJob]) -> str:
+    """One paragraph per voice whose clips failed even with spare sentences: the voice and what provides it."""
+    by_speaker: dict[str, list[str]] = {}
+    for speaker, line in failures:
+        by_speaker.setdefault(speaker, []).append(line)
+    packages = {v.speaker: v.package for voices in CLASS_VOICES.values() for v in voices}
+    lines = [f"{len(failures)} of {len(plan)} clips failed; every other clip is kept, re-run to retry the failed ones."]
+    for speaker, errors in sorted(by_speaker.items()):
+        provider = packages.get(speaker, "scripts/install_system_deps.sh")
+        lines.append(f"- {speaker} (provided by {provider}) failed on {len(errors)} clips: {errors[0]}")
+    return "\n".join(lines)
 
 
 def _check_settings(out: Path, settings: dict) -> None:

