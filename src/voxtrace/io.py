@@ -1,11 +1,14 @@
-"""Atomic file output: a reader never sees a half-written CSV, JSON, checkpoint or plot."""
+"""Atomic file output: a reader never sees a half-written CSV, JSON, checkpoint or plot.
+
+Outputs get the permissions of any other file the user creates: 0666 less the umask.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -14,15 +17,26 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; on success it is renamed over `path`, on error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _create_temp(path: Path) -> Path:
+    """Create an empty, unique `.STEM.XXXXXXXX.partialSUFFIX` beside `path`, mode 0666 less the umask."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

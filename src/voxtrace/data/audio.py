@@ -6,9 +6,13 @@ are averaged. With `offset` / `duration` only the requested span is read from di
 hour-long recordings are never loaded whole.
 
 Bad input raises `AudioError` (a `ValueError`) whose message names the file and the reason: empty file,
-truncated file, not audio, corrupted samples, or a clip shorter than `min_duration`. Digital silence is
-valid audio and is returned as zeros; nothing here rescales the level, so callers that normalise must
-guard against a zero RMS (see `normalize_loudness`).
+truncated file, not audio, corrupted samples, a clip shorter than `min_duration`, a sample rate too low for
+speech, or a path that is not a regular file (a folder, a FIFO, a device: nothing here opens those, so a
+FIFO never blocks). Digital silence is valid audio and is returned as zeros; nothing here rescales the
+level, so callers that normalise must guard against a zero RMS (see `normalize_loudness`).
+
+ffmpeg and ffprobe run with a timeout (`FFMPEG_TIMEOUT_S`, `FFPROBE_TIMEOUT_S`) and get the file as
+`file:PATH`, so a name such as `-x.wav` or `pipe:1.wav` is read as a file, never as an option or protocol.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import struct
 import subprocess
 from pathlib import Path
@@ -28,6 +33,9 @@ from voxtrace.io import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 MIN_DURATION = 0.1  # seconds; shorter files carry no usable synthesis artifacts
+MIN_SAMPLE_RATE = 4000  # Hz; below it a file cannot hold the speech band
+FFPROBE_TIMEOUT_S = 30.0  # seconds for one ffprobe header read
+FFMPEG_TIMEOUT_S = 600.0  # seconds for one ffmpeg decode (callers cap long files with `duration`)
 
 
 class AudioError(ValueError):
@@ -37,6 +45,10 @@ class AudioError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class EndOfAudio(AudioError):
+    """The requested `offset` lies at or past the end of the file (nothing left to read)."""
 
 
 def load_audio(
@@ -55,11 +67,7 @@ def load_audio(
         duration: length of the span in seconds; `None` reads to the end of the file.
         min_duration: files shorter than this (seconds) raise `AudioError`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
+    path = _readable_file(path)
     if offset < 0 or (duration is not None and duration <= 0):
         raise ValueError(f"offset must be >= 0 and duration > 0. Received: offset={offset}, duration={duration}")
     try:
@@ -73,8 +81,9 @@ def load_audio(
         with handle:
             x, native_rate = _decode_soundfile(path, handle, offset, duration, min_duration)
     if x.size == 0:
-        raise AudioError(path, f"no audio at offset={offset} s (the file is shorter)")
-    if x.size < min_duration * native_rate and offset == 0 and duration is None:
+        raise EndOfAudio(path, f"no audio at offset={offset} s (the file is shorter)")
+    read_to_end = duration is None or x.size < duration * native_rate - 1
+    if x.size < min_duration * native_rate and offset == 0 and read_to_end:
         raise AudioError(path, f"too short: {x.size / native_rate:.3f} s < min_duration={min_duration} s")
     if not np.all(np.isfinite(x)):
         raise AudioError(path, "corrupted: samples are NaN or infinite")
@@ -85,11 +94,7 @@ def load_audio(
 
 def audio_duration(path: str | os.PathLike) -> float:
     """Duration of `path` in seconds, read from the header (no decoding); raises `AudioError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
+    path = _readable_file(path)
     try:
         info = sf.info(str(path))
     except sf.LibsndfileError as err:
@@ -99,11 +104,17 @@ def audio_duration(path: str | os.PathLike) -> float:
         _check_wav_size(path)
     if info.frames == 0:
         raise AudioError(path, "no decodable audio samples (truncated or corrupted, or a header only)")
+    _check_rate(path, info.samplerate)
     return float(info.duration)
 
 
-def find_audio_files(root: str | os.PathLike, extensions=AUDIO_EXTENSIONS) -> list[Path]:
-    """Audio files under `root` (recursive, extension case-insensitive, hidden files skipped), sorted."""
+def find_audio_files(root: str | os.PathLike, extensions=AUDIO_EXTENSIONS, unreadable: list | None = None) -> list[Path]:
+    """Audio files under `root` (recursive, extension case-insensitive, hidden files skipped), sorted.
+
+    Every non-folder entry with an audio extension is listed (a FIFO or a broken link too: `load_audio` then
+    says what is wrong with it); a folder is searched whatever its name. A subfolder that cannot be listed
+    raises its `OSError`, or is appended to `unreadable` (as the `OSError`) when that list is given.
+    """
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"audio folder not found: {root}")
@@ -111,7 +122,12 @@ def find_audio_files(root: str | os.PathLike, extensions=AUDIO_EXTENSIONS) -> li
     if root.is_file():
         return [root] if root.suffix.lower() in suffixes else []
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    def on_error(err: OSError):
+        if unreadable is None:
+            raise err
+        unreadable.append(err)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found.extend(
             Path(dirpath) / name
@@ -176,11 +192,14 @@ def _explained(path: Path, sf_error: Exception):
         if "malformed" in str(sf_error):
             raise AudioError(path, f"corrupted or truncated ({err.reason}; soundfile: file is malformed)") from None
         raise
+
+
 def _decode_soundfile(path: Path, fh: sf.SoundFile, offset, duration, min_duration) -> tuple[np.ndarray, int]:
     """Read the requested span from an open file: seek, then read only `duration` seconds."""
     rate, total = fh.samplerate, fh.frames
     if fh.format == "WAV":
         _check_wav_size(path)
+    _check_rate(path, rate)
     if total == 0:
         raise AudioError(path, "no decodable audio samples (truncated or corrupted, or a header only)")
     if total < min_duration * rate:
@@ -195,52 +214,103 @@ def _decode_soundfile(path: Path, fh: sf.SoundFile, offset, duration, min_durati
         x = fh.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(path, f"corrupted or truncated {fh.format} stream ({err})") from None
-    if start == 0 and duration is None and fh.format != "WAV" and x.shape[0] < 0.98 * total:
+    read_to_end = frames < 0 or start + frames >= total
+    if start == 0 and read_to_end and fh.format != "WAV" and x.shape[0] < 0.98 * total:
         raise AudioError(path, f"truncated: decoded {x.shape[0]} of the {total} frames its header declares")
     x = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1)
     return np.ascontiguousarray(x, dtype=np.float32), rate
 
 
 def _decode_ffmpeg(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
-    """Decode with ffmpeg to float32 mono at the file's own rate; `AudioError` if ffmpeg cannot."""
-    if shutil.which("ffmpeg") is None:
-        raise AudioError(path, "not a format soundfile can read, and ffmpeg is not installed")
+    """Decode with ffmpeg to float32 mono at the file's own rate (at most `duration` s); `AudioError` if it cannot."""
     rate = _ffprobe_rate(path)
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-ss", f"{offset}", "-i", str(path)]
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-ss", f"{offset}", "-i", _ffmpeg_input(path)]
     if duration is not None:
         cmd += ["-t", f"{duration}"]
     cmd += ["-vn", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"]
-    proc = subprocess.run(cmd, capture_output=True)
+    proc = _run_tool(path, cmd, FFMPEG_TIMEOUT_S)
     if proc.returncode != 0:
         message = proc.stderr.decode(errors="replace").strip().splitlines()
         raise AudioError(path, f"corrupted or not audio (ffmpeg: {message[-1] if message else proc.returncode})")
     return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32), rate
 
 
+def _ffmpeg_input(path: Path) -> str:
+    """`file:PATH`: ffmpeg and ffprobe read it as a file, whatever the name looks like (`-x.wav`, `pipe:1`)."""
+    return f"file:{path}"
+
+
+def _run_tool(path: Path, cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ffmpeg or ffprobe on `path` (stdin closed); `AudioError` naming the file when it is missing or stalls."""
+    if shutil.which(cmd[0]) is None:
+        raise AudioError(path, f"not a format soundfile can read, and {cmd[0]} is not installed")
+    try:
+        return subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AudioError(path, f"{cmd[0]} did not finish within {timeout:g} s (stalled read or pathological file)") from None
+
+
 def _ffprobe(path: Path, entry: str) -> str:
-    if shutil.which("ffprobe") is None:
-        raise AudioError(path, "not a format soundfile can read, and ffprobe is not installed")
-    proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", entry, "-of", "csv=p=0", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    value = proc.stdout.strip().split(",")[0] if proc.returncode == 0 else ""
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", entry, "-of", "csv=p=0",
+           _ffmpeg_input(path)]
+    proc = _run_tool(path, cmd, FFPROBE_TIMEOUT_S)
+    value = proc.stdout.decode(errors="replace").strip().split(",")[0] if proc.returncode == 0 else ""
     if not value or value == "N/A":
         raise AudioError(path, "not an audio file (no audio stream found)")
     return value
 
 
 def _ffprobe_rate(path: Path) -> int:
-    return int(_ffprobe(path, "stream=sample_rate"))
+    rate = int(_ffprobe(path, "stream=sample_rate"))
+    _check_rate(path, rate)
+    return rate
 
 
 def _ffprobe_duration(path: Path) -> float:
+    """Container duration, else the time ffmpeg reaches decoding the stream to nowhere (nothing held in memory)."""
     _ffprobe_rate(path)  # raises if there is no audio stream
     try:
         return float(_ffprobe(path, "format=duration"))
     except (AudioError, ValueError):
-        return float(len(_decode_ffmpeg(path, 0.0, None)[0])) / _ffprobe_rate(path)
+        pass
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", _ffmpeg_input(path), "-vn", "-f", "null", "-progress", "pipe:1", "-"]
+    proc = _run_tool(path, cmd, FFMPEG_TIMEOUT_S)
+    times = [line.split("=", 1)[1] for line in proc.stdout.decode(errors="replace").splitlines()
+             if line.startswith("out_time_us=")]
+    if proc.returncode != 0 or not times or not times[-1].strip().isdigit():
+        raise AudioError(path, "corrupted or not audio (ffmpeg could not decode the stream)")
+    return int(times[-1]) / 1e6
+
+
+def _readable_file(path) -> Path:
+    """`path` as a `Path` once it is known to be a non-empty regular file this process may read.
+
+    Only `stat` is used, so a FIFO or a device is refused without being opened (opening a FIFO blocks).
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise FileNotFoundError(f"audio file not found: {path} (a broken symbolic link to {os.readlink(path)})") from None
+        raise FileNotFoundError(f"audio file not found: {path}") from None
+    except OSError as err:
+        raise AudioError(path, f"cannot be read ({err.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise AudioError(path, "is a folder, not an audio file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise AudioError(path, f"not a regular file ({kind}); refusing to read it")
+    if not os.access(path, os.R_OK):
+        raise AudioError(path, "cannot be read (permission denied)")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    return path
+
+
+def _check_rate(path: Path, rate: int) -> None:
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioError(path, f"sample rate {rate} Hz is too low for speech (below {MIN_SAMPLE_RATE} Hz)")
 
 
 def _check_wav_size(path: Path) -> None:
