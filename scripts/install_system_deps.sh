@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# Debian packages voxtrace needs: speech engines and codecs for the demo corpus, and the packages whose
-# human speech recordings make its bona fide ("unknown") class. Idempotent: installs only what is missing.
+# Debian packages voxtrace needs, by role (the roles of scripts/install_python_deps.sh):
+#   scripts/install_system_deps.sh [ROLE...]
+# always: decoders for audio that soundfile cannot read; corpus: the speech engines of the demo corpus and
+# the packages whose human speech recordings make its bona fide ("unknown") class; test: the browser of the
+# web app's tests (the tests also build small corpora, so `make test` names corpus too).
+# Idempotent: installs only what is missing.
 set -euo pipefail
 
-PACKAGES=(
-  espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
-  festvox-ca-ona-hts festvox-italp16k festvox-itapc16k
-  sox ffmpeg lame libsndfile1
-  asterisk-core-sounds-en-wav fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl
-  klettres-data ktuberling-data hedgewars-data
-  chromium chromium-driver  # the web app's browser tests
-)
+PACKAGES=(ffmpeg libsndfile1)
+for role in "$@"; do
+  case "$role" in
+    corpus)
+      PACKAGES+=(
+        espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+        festvox-ca-ona-hts festvox-italp16k festvox-itapc16k sox
+        asterisk-core-sounds-en-wav fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl
+        klettres-data ktuberling-data hedgewars-data
+      ) ;;
+    test) PACKAGES+=(chromium) ;;
+    serve | export | whisper) ;;  # Python packages only
+    *) echo "unknown role '$role' (corpus, serve, export, whisper, test)" >&2; exit 1 ;;
+  esac
+done
 
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -37,14 +37,31 @@ def _tpu_strategy() -> tf.distribute.Strategy:
     return tf.distribute.TPUStrategy(resolver)
 
 
+def tensorflow_summary() -> str:
+    """TensorFlow's version, build and the devices it sees, e.g. `TensorFlow 2.21.0 (CPU build) | devices CPU:0`;
+    a CUDA build that sees no GPU says so."""
+    cuda = tf.test.is_built_with_cuda()
+    devices = ", ".join(d.name.rsplit("device:", 1)[-1] for d in tf.config.list_logical_devices())
+    no_gpu = " (no GPU visible)" if cuda and not tf.config.list_logical_devices("GPU") else ""
+    return f"TensorFlow {tf.__version__} ({'CUDA' if cuda else 'CPU'} build) | devices {devices}{no_gpu}"
+
+
 def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
-    """A `tf.distribute` strategy by name (`train.strategy`).
+    """A `tf.distribute` strategy by name (`train.strategy`); prints the devices and the strategy chosen.
 
     auto: a TPU if a resolver finds one, `MultiWorkerMirroredStrategy` if TF_CONFIG lists more than one
     worker, `MirroredStrategy` over every GPU if there are several, else the default strategy.
     cpu / gpu: one device. mirrored: every GPU, or every logical CPU device when there is no GPU.
     multiworker: `MultiWorkerMirroredStrategy` from TF_CONFIG. tpu: `TPUStrategy`.
     """
+    strategy = _choose_strategy(name)
+    replicas = strategy.num_replicas_in_sync
+    print(f"> {tensorflow_summary()} | strategy {type(strategy).__name__}, {replicas} replica"
+          + ("s" if replicas != 1 else ""), flush=True)
+    return strategy
+
+
+def _choose_strategy(name: str) -> tf.distribute.Strategy:
     if name not in STRATEGIES:
         raise ValueError(f"train.strategy must be one of {list(STRATEGIES)}. Received: train.strategy={name!r}")
     if name == "auto":
