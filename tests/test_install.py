@@ -74,6 +74,59 @@ def test_a_bad_gpu_value_is_refused(tmp_path):
     assert "GPU=yes" in done.stderr
 
 
+FAKE_PYTHON = """#!/bin/bash
+# Logs each call; `-m pip show --quiet NAME` succeeds for the names in $INSTALLED; `-r FILE` logs FILE's lines.
+echo "CALL $*" >> "$LOG"
+if [ "$1 $2 $3" = "-m pip show" ]; then [[ " $INSTALLED " == *" ${@: -1} "* ]]; exit; fi
+previous=
+for arg in "$@"; do
+  if [ "$previous" = "-r" ]; then sed "s|^|  $(basename "$arg"): |" "$arg" >> "$LOG"; fi
+  previous=$arg
+done
+"""
+
+
+def _install_with_fake_python(tmp_path: Path, gpu: str, installed: str, *roles: str) -> list[str]:
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    log = tmp_path / "log"
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHON": str(fake), "LOG": str(log), "GPU": gpu,
+           "INSTALLED": installed}
+    subprocess.run(["bash", str(INSTALL_PYTHON), *roles], env=env, check=True, capture_output=True, text=True)
+    return log.read_text().splitlines()
+
+
+def test_the_cuda_build_replaces_the_cpu_build_and_requirements_keep_no_other_tensorflow(tmp_path):
+    version = _pinned_tensorflow()
+    log = _install_with_fake_python(tmp_path, "1", "tensorflow-cpu numpy", "serve", "test")
+    calls = [line.removeprefix("CALL ") for line in log if line.startswith("CALL ")]
+    assert calls[1] == "-m pip uninstall --quiet --yes tensorflow-cpu"
+    assert calls[2].startswith(f"-m pip install --quiet -c requirements-constraints.txt "
+                               f"tensorflow[and-cuda]=={version} -r ")
+    assert calls[2].endswith(" -r requirements-serve.txt -r requirements-test.txt")
+    assert calls[3] == "-m pip install --quiet --no-deps -e ."
+    passed = {}
+    for line in log:
+        if not line.startswith("CALL "):
+            source, _, requirement = line.strip().partition(":")
+            passed.setdefault(source, []).append(requirement)
+    core = [Requirement(r.split("#")[0]) for r in passed.pop(next(k for k in passed if k.startswith("tmp")))
+            if r.split("#")[0].strip()]
+    expected_core = [r for r in _requirements(ROOT / "requirements.txt")
+                     if r.name not in ("tensorflow", "tensorflow-cpu")]
+    assert [str(r) for r in core] == [str(r) for r in expected_core]
+    assert set(passed) == {"requirements-serve.txt", "requirements-test.txt"}
+
+
+def test_the_cpu_build_keeps_an_installed_cpu_build(tmp_path):
+    log = _install_with_fake_python(tmp_path, "0", "tensorflow-cpu")
+    calls = [line.removeprefix("CALL ") for line in log if line.startswith("CALL ")]
+    assert not any("uninstall" in call for call in calls)
+    cpu_name = "tensorflow-cpu" if platform.machine() == "x86_64" else "tensorflow"
+    assert f" {cpu_name}=={_pinned_tensorflow()} -r " in calls[1]
+
+
 def test_every_role_is_an_extra_a_requirements_file_and_installed_by_make_test():
     dynamic = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["dynamic"]
     assert dynamic["dependencies"] == {"file": ["requirements.txt"]}
