@@ -3,14 +3,30 @@
 Writes the prediction CSV (`track, algorithm[, <class probs>], error`: one row per audio file, sorted by
 track; `algorithm` is the class index, empty with the reason in `error` for a file that failed), and beside
 it the SP Cup `answer.txt` zipped as `answer.zip` (failed files attributed to the unknown class there). Exit
-code 0 even when files failed, unless `--strict`.
+code 0 even when files failed, unless `--strict`. A subfolder of an `--infer-path` that cannot be listed gets
+a row with the reason in `error` (and no line in `answer.txt`).
+
+Nothing scored is lost: every `--save-every` files the scored rows are appended to `OUTPUT.partial` beside the
+CSV (`voxtrace.inference.submission.PartialPredictions`); at the end the CSV and the zip are written from it
+atomically and it is removed. After a crash or a kill, `--resume` skips the files it holds and the result
+equals an uninterrupted run. A file longer than `--max-duration` seconds is read and scored span by span
+(every window of it, in bounded memory). An output that cannot be written (permission, full disk) stops
+the run with one line naming the path and exit code 1; the rows scored until then stay in `OUTPUT.partial`
+for `--resume`, and no half-written file is left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
+
+DEFAULT_SAVE_EVERY = 256  # files scored between two appends to OUTPUT.partial
+
+
+class OutputError(Exception):
+    """An output file could not be written; the message names it and the reason."""
 
 
 def add_arguments(parser) -> None:
@@ -44,6 +60,15 @@ def add_arguments(parser) -> None:
                              "(default: infer.open_set.target_tpr, 0.95)")
     parser.add_argument("--recalibrate", action="store_true", help="ignore a saved MODEL_DIR/open_set.json")
     parser.add_argument("--no-zip", action="store_true", help="do not write answer.txt / answer.zip")
+    parser.add_argument("--max-duration", type=float, default=None,
+                        help="files longer than this many seconds are decoded and scored span by span, in spans "
+                             "of about this length, so memory stays bounded (default: 600)")
+    parser.add_argument("--save-every", type=int, default=DEFAULT_SAVE_EVERY,
+                        help="append the scored rows to OUTPUT.partial every N files; smaller loses less to a "
+                             "crash, larger reloads checkpoints less often (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from OUTPUT.partial (same settings), skipping the "
+                             "files it already holds")
     parser.add_argument("--debug", type=int, default=0, help="predict only the first 100 files")
     parser.add_argument("--verbose", type=int, default=1, help="0 hides progress bars")
 
@@ -53,16 +78,25 @@ def resolve_output(output: str) -> Path:
     return output if output.suffix.lower() == ".csv" else output / "ensemble_submission.csv"
 
 
-def collect_files(infer_paths) -> list[Path]:
-    """Audio files under every `--infer-path`; refuses a path that does not exist or holds no audio."""
+def collect_files(infer_paths, unreadable: list | None = None) -> list[Path]:
+    """Audio files under every `--infer-path`; refuses a path that does not exist or holds no audio.
+
+    A subfolder that cannot be listed is appended to `unreadable` (its `OSError`), or refused without it.
+    """
     from voxtrace.data.audio import find_audio_files
 
     files = []
     for root in infer_paths:
-        found = find_audio_files(root)
-        if not found:
+        found_unreadable = []
+        found = find_audio_files(root, unreadable=found_unreadable)
+        if found_unreadable and unreadable is None:
+            err = found_unreadable[0]
+            raise ValueError(f"cannot list folder {err.filename} under --infer-path {root}: {err.strerror}")
+        if not found and not found_unreadable:
             raise FileNotFoundError(f"no audio files (wav, flac, ogg, mp3) under --infer-path {root}")
         files.extend(found)
+        if unreadable is not None:
+            unreadable.extend(found_unreadable)
     return files
 
 
@@ -82,13 +116,20 @@ def infer_settings(args, ensemble_cfg):
     }
 
 
-def run(args) -> int:
-    import numpy as np
+@contextlib.contextmanager
+def writing(path):
+    """Turn an `OSError` raised while writing `path` into an `OutputError` naming the file and the reason."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
 
+
+def run(args) -> int:
     from voxtrace.inference.checkpoints import discover_runs
     from voxtrace.inference.ensemble import Ensemble
-    from voxtrace.inference.open_set import apply_open_set, load_or_calibrate
-    from voxtrace.inference.submission import prediction_frame, write_answer_zip, write_predictions
+    from voxtrace.inference.open_set import load_or_calibrate
+    from voxtrace.inference.submission import PartialPredictions
 
     start = time.time()
     output = resolve_output(args.output)
@@ -96,29 +137,95 @@ def run(args) -> int:
     if settings["tta"] < 1 or (settings["batch_size"] is not None and settings["batch_size"] < 1):
         raise ValueError(f"--tta and --batch-size must be >= 1. Received: tta={settings['tta']}, "
                          f"batch_size={settings['batch_size']}")
+    if args.save_every < 1 or (args.max_duration is not None and args.max_duration <= 0):
+        raise ValueError(f"--save-every must be >= 1 and --max-duration > 0. Received: save_every="
+                         f"{args.save_every}, max_duration={args.max_duration}")
     ensemble = Ensemble(args.model_dir, agg=settings["agg"], weights=args.weights, tta=settings["tta"],
-                        batch_size=settings["batch_size"])
-    classes, unknown = ensemble.classes, ensemble.cfg.unknown_class
+                        batch_size=settings["batch_size"], max_duration=args.max_duration)
+    partial = PartialPredictions(output, {
+        "classes": ensemble.classes, "agg": ensemble.agg, "tta": ensemble.tta, "weights": ensemble.weights,
+        "max_duration": args.max_duration,
+        "checkpoints": [str(p) for run in ensemble.runs for p in run.checkpoints],
+    }, ensemble.classes)
     open_set = None
     if settings["open_set"]:
         open_set = load_or_calibrate(ensemble, settings["score"], settings["target_tpr"], args.recalibrate)
-    files = collect_files(args.infer_path)
+    unreadable: list[OSError] = []
+    files = collect_files(args.infer_path, unreadable)
     if args.debug:
         files = files[:100]
-    print(f"predict: {len(files)} files, {len(ensemble.runs)} models "
-          f"({sum(len(r.checkpoints) for r in ensemble.runs)} checkpoints), agg={ensemble.agg}, tta={ensemble.tta}"
-          + (f", open-set {open_set['score']} < {open_set['threshold']:.4f} -> {unknown}" if open_set else ""))
-    result = ensemble.predict(files, progress=args.verbose > 0)
+    done = _previous_rows(partial, args.resume)
+    try:
+        todo = [f for f in files if str(f) not in done]
+        print(f"predict: {len(files)} files" + (f" ({len(files) - len(todo)} already in {partial.path})" if
+                                                  len(todo) < len(files) else "")
+              + f", {len(ensemble.runs)} models ({sum(len(r.checkpoints) for r in ensemble.runs)} checkpoints), "
+              f"agg={ensemble.agg}, tta={ensemble.tta}" + (f", open-set {open_set['score']} < "
+              f"{open_set['threshold']:.4f} -> {ensemble.cfg.unknown_class}" if open_set else ""))
+        with writing(partial.path):
+            if not partial.rows:
+                partial.create()
+            for first in range(0, len(todo), args.save_every):
+                chunk = todo[first: first + args.save_every]
+                result = ensemble.predict(chunk, progress=args.verbose > 0)
+                partial.append(chunk, result.probs, result.errors)
+                done.update((str(p), (result.probs[i], result.errors.get(str(p), ""))) for i, p in enumerate(chunk))
+        frame, errors = _write_outputs(args, output, ensemble, open_set, files, done, unreadable)
+    except OutputError as err:
+        partial.discard_if_empty()
+        kept = f" (the {partial.rows} rows scored so far are in {partial.path}: rerun with --resume)" if partial.rows else ""
+        print(f"predict: error: {err}{kept}", file=sys.stderr)
+        return 1
+    except BaseException:
+        partial.discard_if_empty()
+        raise
+    partial.remove()
+    for path, message in sorted(errors.items()):
+        print(f"predict: failed: {path}: {message}", file=sys.stderr)
+    print(f"predict: {len(frame) - len(errors)} predicted, {len(errors)} failed, {time.time() - start:.1f} s")
+    return 1 if args.strict and errors else 0
+
+
+def _previous_rows(partial, resume: bool) -> dict:
+    """Rows of an interrupted run to resume from; refuses to start over on top of them without `--resume`."""
+    if not partial.exists():
+        return {}
+    done = partial.read(check_settings=resume)
+    if done and not resume:
+        raise ValueError(f"{partial.path} holds {len(done)} scored rows of an interrupted run: add --resume to "
+                         f"continue it, or delete it to start over")
+    return done
+
+
+def _write_outputs(args, output: Path, ensemble, open_set, files, done: dict, unreadable) -> tuple:
+    """The prediction CSV and `answer.zip` from the scored rows (and a row per unreadable folder).
+
+    Returns the frame and `{path: error}` of every row that failed.
+    """
+    import numpy as np
+
+    from voxtrace.inference.open_set import apply_open_set
+    from voxtrace.inference.submission import prediction_frame, write_answer_zip, write_predictions
+
+    classes, unknown = ensemble.classes, ensemble.cfg.unknown_class
+    probs = np.stack([done[str(f)][0] for f in files]) if files else np.zeros((0, len(classes)), np.float32)
+    errors = {str(f): done[str(f)][1] for f in files if done[str(f)][1]}
     if open_set:
-        pred, rejected = apply_open_set(result.probs, open_set["threshold"], classes, unknown, open_set["score"])
+        pred, rejected = apply_open_set(probs, open_set["threshold"], classes, unknown, open_set["score"])
     else:
-        ok = np.isfinite(result.probs).all(axis=1)
-        pred, rejected = np.where(ok, np.nan_to_num(result.probs).argmax(axis=1), -1), np.zeros(len(files), bool)
-    frame = prediction_frame(files, result.probs, pred, result.errors, classes, with_probs=args.probs)
-    write_predictions(output, frame)
+        ok = np.isfinite(probs).all(axis=1)
+        pred, rejected = np.where(ok, np.nan_to_num(probs).argmax(axis=1), -1), np.zeros(len(files), bool)
+    folders = [Path(err.filename) for err in unreadable]
+    errors.update({str(p): f"folder cannot be listed ({err.strerror})" for p, err in zip(folders, unreadable)})
+    frame = prediction_frame(files + folders, np.vstack([probs, np.full((len(folders), len(classes)), np.nan)]),
+                             np.concatenate([pred, np.full(len(folders), -1)]), errors, classes,
+                             with_probs=args.probs)
+    with writing(output):
+        write_predictions(output, frame)
     if not args.no_zip:
-        fallback = classes.index(unknown) if unknown in classes else None
-        write_answer_zip(output.parent, frame, fallback_class=fallback)
+        with writing(output.parent / "answer.zip"):
+            fallback = classes.index(unknown) if unknown in classes else None
+            write_answer_zip(output.parent, prediction_frame(files, probs, pred, errors, classes), fallback_class=fallback)
     counts = frame["algorithm"].dropna().astype(int).value_counts().sort_index()
     zipped = "" if args.no_zip else f" and {output.parent / 'answer.zip'}"
     print(f"predict: wrote {output} ({len(frame)} rows){zipped}")
@@ -128,8 +235,4 @@ def run(args) -> int:
     if tracks.duplicated().any():
         print(f"predict: warning: {int(tracks.duplicated().sum())} file names occur more than once across "
               f"--infer-path folders (e.g. {tracks[tracks.duplicated()].iloc[0]})", file=sys.stderr)
-    for path, message in sorted(result.errors.items()):
-        print(f"predict: failed: {path}: {message}", file=sys.stderr)
-    print(f"predict: {len(files) - len(result.errors)} predicted, {len(result.errors)} failed, "
-          f"{time.time() - start:.1f} s")
-    return 1 if args.strict and result.errors else 0
+    return frame, errors

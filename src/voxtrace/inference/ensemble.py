@@ -114,7 +114,8 @@ class EnsembleResult:
 class Ensemble:
     """Every checkpoint under a model dir, predicted one run at a time (its folds share one decoding pass)."""
 
-    def __init__(self, model_dir, agg: str = "mean", weights=None, tta: int = 1, batch_size: int | None = None):
+    def __init__(self, model_dir, agg: str = "mean", weights=None, tta: int = 1, batch_size: int | None = None,
+                 max_duration: float | None = None):
         if agg not in AGGREGATIONS:
             raise ValueError(f"agg must be one of {list(AGGREGATIONS)}. Received: agg={agg!r}")
         if agg == "max" and weights:
@@ -126,6 +127,7 @@ class Ensemble:
         self.classes = list(self.runs[0].cfg.classes)
         self.weights = parse_weights(weights, self.runs)
         self.agg, self.tta, self.batch_size = agg, int(tta), batch_size
+        self.max_duration = max_duration  # files longer are read span by span (predictor.MAX_DECODE_S if None)
 
     @property
     def cfg(self):
@@ -142,7 +144,8 @@ class Ensemble:
             models = [load_checkpoint(p) for p in run.checkpoints]
             desc = f"model {i + 1}/{len(self.runs)} {run.name} ({len(models)} ckpt)"
             fold_probs, run_errors = predict_models(
-                models, run.cfg, paths, batch_size=self.batch_size, tta=self.tta, desc=desc, progress=progress
+                models, run.cfg, paths, batch_size=self.batch_size, tta=self.tta, desc=desc, progress=progress,
+                max_duration=self.max_duration,
             )
             del models
             _release_models()

@@ -5,15 +5,21 @@ Files are decoded a few at a time on background threads (never all at once), cut
 frame_windows`: the last window zero-padded, short clips padded with `cfg.audio.pad_mode`), and fed to the
 model(s) in fixed-size batches. A file's score is the `cfg.audio.window_agg` (mean or max) of its window
 scores, averaged over `tta` passes: pass 0 is deterministic, each further pass shifts the window grid by a
-random offset and places short clips at a random position. A file
-that cannot be decoded gets a NaN row and an entry in the returned error dict; every other file is still
-scored.
+random offset and places short clips at a random position. The offsets are drawn from the config seed and
+the file name, so a file scores the same whatever else is in the run. A file that cannot be decoded gets a
+NaN row and an entry in the returned error dict; every other file is still scored.
+
+Each file's duration is read from its header first. A file longer than `max_duration` seconds is never
+decoded whole: it is read in spans of about `max_duration` seconds (`load_audio` offset / duration) that
+overlap by one window, and yields exactly the windows of the whole decoded file (up to resampling at span
+edges when the file's rate differs from the model's), so memory stays bounded however long the recording.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +29,8 @@ import numpy as np
 _BATCH_BY_SIZE = ((768, 16), (640, 32), (0, 64))
 _HEAVY_BACKBONES = {"convnext": 16, "ECA_NFNet": 16, "EfficientNet": 32, "RegNet": 32, "ResNetRS": 32, "ResNest": 32}
 _ACTIVATION_FACTOR = 48  # rough peak activation bytes of a CNN per input-image byte, used to bound RAM
+MAX_DECODE_S = 600.0  # seconds of audio decoded at once; longer files are read span by span
+_DECODE_RAM_SHARE = 0.1  # at most this share of free RAM holds decoded windows waiting for the model
 
 
 def tta_windows(x: np.ndarray, cfg, tta: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -78,37 +86,131 @@ def _error_message(err: BaseException) -> str:
     return str(reason) if reason else f"{type(err).__name__}: {err}"
 
 
-def _decoded(paths, cfg, tta: int, lookahead: int):
-    """Yield `(index, passes or None, error or None)` in order, decoding at most `lookahead` files ahead."""
-    from voxtrace.data.audio import load_audio
+def file_rng(cfg, path) -> np.random.Generator:
+    """The TTA random generator of one file: from the config seed and the file name only."""
+    return np.random.default_rng([cfg.seed, zlib.crc32(Path(path).name.encode())])
 
-    def decode(index: int):
+
+class _SpanReader:
+    """The TTA windows of a file too long to decode whole, one span of `stride` samples at a time.
+
+    Span j reads samples [j * stride, j * stride + stride + num_samples) and contributes the windows of each
+    pass that start inside [j * stride, (j + 1) * stride) (pass p's grid starts at its shift), the last one
+    zero-padded past the end of the file, exactly as `tta_windows` frames the whole file.
+    """
+
+    def __init__(self, path: Path, cfg, tta: int, max_duration: float):
+        self.path, self.cfg, self.tta = path, cfg, tta
+        self.n = cfg.num_samples
+        self.hop = max(1, int(round(self.n * cfg.audio.window_hop)))
+        self.per_span = max(2, int(max_duration * cfg.audio.sample_rate) // self.hop)  # windows per span and pass
+        self.stride = self.per_span * self.hop
+        self.length = self.stride + self.n - self.hop  # samples behind one span's windows of one pass
+        rng = file_rng(cfg, path)
+        self.shifts = [0] + [int(rng.integers(0, self.hop)) for _ in range(1, tta)]  # as tta_windows draws them
+        self.done = [False] * tta
+        self.span = 0
+
+    @property
+    def finished(self) -> bool:
+        return all(self.done)
+
+    def read(self) -> list[np.ndarray]:
+        """Windows `[k, num_samples]` of each pass from the next span (empty for passes already complete)."""
+        from voxtrace.data.audio import EndOfAudio, load_audio
+        from voxtrace.data.pipeline import frame_windows
+
+        rate, j = self.cfg.audio.sample_rate, self.span
+        self.span += 1
+        empty = np.zeros((0, self.n), np.float32)
         try:
-            x = load_audio(paths[index], sample_rate=cfg.audio.sample_rate)
-            rng = np.random.default_rng([cfg.seed, index])
-            return index, tta_windows(x, cfg, tta, rng), None
+            x = load_audio(self.path, rate, offset=j * self.stride / rate, duration=(self.stride + self.n) / rate)
+        except EndOfAudio:
+            if j == 0:
+                raise
+            self.done = [True] * self.tta
+            return [empty] * self.tta
+        if j == 0 and len(x) < self.length - 1:  # shorter than its header said: this is the whole file
+            self.done = [True] * self.tta
+            return tta_windows(x, self.cfg, self.tta, file_rng(self.cfg, self.path))
+        passes = []
+        for p, shift in enumerate(self.shifts):
+            if self.done[p]:
+                passes.append(empty)
+                continue
+            y = x[shift:]
+            if len(y) >= self.length - 1:  # a full span (one sample short when resampling rounds down)
+                count = self.per_span
+            else:
+                self.done[p] = True
+                count = max(0, 1 + -(-(len(y) - self.n) // self.hop))
+                if count == 0:
+                    passes.append(empty)
+                    continue
+            total = (count - 1) * self.hop + self.n
+            y = np.pad(y[:total], (0, max(0, total - len(y))))
+            passes.append(frame_windows(y, self.n, self.cfg.audio.window_hop).numpy())
+        return passes
+
+
+def _decoded(paths, cfg, tta: int, lookahead: int, max_duration: float):
+    """Yield `(index, passes or None, error or None, last)` in file order, at most `lookahead` pieces ahead.
+
+    A file up to `max_duration` seconds long is one piece; a longer one is a piece per span, `last` on its
+    final piece (or on its error).
+    """
+    from voxtrace.data.audio import audio_duration, load_audio
+
+    def first(index: int):
+        path = paths[index]
+        try:
+            if audio_duration(path) <= max_duration:
+                x = load_audio(path, sample_rate=cfg.audio.sample_rate)
+                return index, tta_windows(x, cfg, tta, file_rng(cfg, path)), None, None
+            return following(index, _SpanReader(path, cfg, tta, max_duration))
         except Exception as err:  # any unreadable file becomes an error row, the others go on
-            return index, None, _error_message(err)
+            return index, None, _error_message(err), None
+
+    def following(index: int, reader: _SpanReader):
+        try:
+            passes = reader.read()
+            return index, passes, None, None if reader.finished else reader
+        except Exception as err:
+            return index, None, _error_message(err), None
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         queue = collections.deque()
-        for index in range(len(paths)):
-            queue.append(pool.submit(decode, index))
-            if len(queue) >= lookahead:
-                yield queue.popleft().result()
-        while queue:
-            yield queue.popleft().result()
+        index = 0
+        while index < len(paths) or queue:
+            while index < len(paths) and len(queue) < lookahead:
+                queue.append(pool.submit(first, index))
+                index += 1
+            done, passes, error, reader = queue.popleft().result()
+            if reader is not None:  # the next span of this file comes next
+                queue.appendleft(pool.submit(following, done, reader))
+            yield done, passes, error, reader is None
 
 
 class _FileScores:
-    """Running window aggregate of one file: `[tta, models, C]`, merged when its last window is scored."""
+    """Running window aggregate of one file: `[tta, models, C]`, merged once its last window is scored."""
 
-    def __init__(self, passes, num_models: int, num_classes: int, agg: str):
-        self.remaining = sum(len(p) for p in passes)
-        self.counts = np.array([len(p) for p in passes], dtype=np.float64)
+    def __init__(self, tta: int, num_models: int, num_classes: int, agg: str):
+        self.remaining = 0
+        self.last_seen = False
+        self.counts = np.zeros(tta, dtype=np.float64)
         fill = -np.inf if agg == "max" else 0.0
-        self.values = np.full((len(passes), num_models, num_classes), fill, dtype=np.float64)
+        self.values = np.full((tta, num_models, num_classes), fill, dtype=np.float64)
         self.agg = agg
+
+    def expect(self, passes, last: bool) -> None:
+        """Count the windows of a newly decoded piece (`last`: the file has no more)."""
+        self.counts += [len(p) for p in passes]
+        self.remaining += sum(len(p) for p in passes)
+        self.last_seen = last
+
+    @property
+    def complete(self) -> bool:
+        return self.last_seen and self.remaining == 0
 
     def add(self, tta_pass: int, scores: np.ndarray) -> bool:
         """Add `[models, C]` scores of one window; True when the file is complete."""
@@ -117,26 +219,35 @@ class _FileScores:
         else:
             self.values[tta_pass] += scores
         self.remaining -= 1
-        return self.remaining == 0
+        return self.complete
 
     def result(self) -> np.ndarray:
         per_pass = self.values if self.agg == "max" else self.values / self.counts[:, None, None]
         return per_pass.mean(axis=0)
 
 
-def predict_models(models, cfg, paths, batch_size=None, tta: int = 1, desc: str | None = None, progress=True):
+def _lookahead(cfg, batch_size: int, tta: int, max_duration: float) -> int:
+    """Decoded pieces kept ahead of the model: enough to keep it busy, few enough for free RAM."""
+    piece_bytes = max_duration * cfg.audio.sample_rate * 4 * tta / cfg.audio.window_hop
+    return int(max(2, min(max(8, batch_size), _DECODE_RAM_SHARE * available_memory_bytes() // piece_bytes)))
+
+
+def predict_models(models, cfg, paths, batch_size=None, tta: int = 1, desc: str | None = None, progress=True,
+                   max_duration: float | None = None):
     """Score `paths` with several models sharing `cfg` (the folds of one run) in one decoding pass.
 
-    Returns `(probs, errors)`: a list with one `[n, C]` float32 array per model (NaN rows for files that
-    failed) and `{str(path): message}`.
+    Files longer than `max_duration` seconds (default `MAX_DECODE_S`) are read span by span. Returns
+    `(probs, errors)`: a list with one `[n, C]` float32 array per model (NaN rows for files that failed) and
+    `{str(path): message}`.
     """
     from tqdm.auto import tqdm
 
     paths = [Path(p) for p in paths]
     num_classes = len(cfg.classes)
     batch_size = int(batch_size or cfg.infer.batch_size or auto_batch_size(cfg))
-    if tta < 1:
-        raise ValueError(f"tta must be >= 1. Received: tta={tta}")
+    max_duration = float(MAX_DECODE_S if max_duration is None else max_duration)
+    if tta < 1 or max_duration <= 0:
+        raise ValueError(f"tta must be >= 1 and max_duration > 0. Received: tta={tta}, max_duration={max_duration}")
     out = np.full((len(models), len(paths), num_classes), np.nan, dtype=np.float32)
     errors: dict[str, str] = {}
     buffer = np.zeros((batch_size, cfg.num_samples), dtype=np.float32)
@@ -144,22 +255,30 @@ def predict_models(models, cfg, paths, batch_size=None, tta: int = 1, desc: str 
     pending: dict[int, _FileScores] = {}
     bar = tqdm(total=len(paths), desc=desc, unit="file", disable=not progress, leave=True)
 
+    def finish(index: int):
+        out[:, index] = pending.pop(index).result()
+        bar.update(1)
+
     def flush():
         if not owners:
             return
         scores = np.stack([_run(model, buffer, cfg, num_classes)[: len(owners)] for model in models], axis=1)
         for row, (index, tta_pass) in enumerate(owners):
-            if pending[index].add(tta_pass, scores[row]):
-                out[:, index] = pending.pop(index).result()
-                bar.update(1)
+            if index in pending and pending[index].add(tta_pass, scores[row]):  # not in pending: failed later
+                finish(index)
         owners.clear()
 
-    for index, passes, error in _decoded(paths, cfg, tta, lookahead=max(8, batch_size)):
+    lookahead = _lookahead(cfg, batch_size, tta, max_duration)
+    for index, passes, error, last in _decoded(paths, cfg, tta, lookahead, max_duration):
         if error is not None:
+            pending.pop(index, None)
             errors[str(paths[index])] = error
             bar.update(1)
             continue
-        pending[index] = _FileScores(passes, len(models), num_classes, cfg.audio.window_agg)
+        scores = pending.setdefault(index, _FileScores(tta, len(models), num_classes, cfg.audio.window_agg))
+        scores.expect(passes, last)
+        if scores.complete:
+            finish(index)
         for tta_pass, windows in enumerate(passes):
             for window in windows:
                 buffer[len(owners)] = window
@@ -182,7 +301,9 @@ def _run(model, batch: np.ndarray, cfg, num_classes: int) -> np.ndarray:
     return probs
 
 
-def predict_files(model, cfg, paths, batch_size=None, tta: int = 1, desc: str | None = None, progress=True):
+def predict_files(model, cfg, paths, batch_size=None, tta: int = 1, desc: str | None = None, progress=True,
+                  max_duration: float | None = None):
     """`(probs [n, C] with NaN rows for files that failed, {str(path): message})` of one model."""
-    probs, errors = predict_models([model], cfg, paths, batch_size=batch_size, tta=tta, desc=desc, progress=progress)
+    probs, errors = predict_models([model], cfg, paths, batch_size=batch_size, tta=tta, desc=desc, progress=progress,
+                                   max_duration=max_duration)
     return probs[0], errors

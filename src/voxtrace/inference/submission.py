@@ -5,10 +5,17 @@ predicted class index into the ensemble's classes, empty when the file failed), 
 column per class name, and `error` (empty for files that were scored, else why the file failed). `answer.txt`
 holds `track,algorithm` lines without a header, as the SP Cup expected; a file that failed is attributed to
 the unknown class there (the SP Cup scored every track), or left out when there is no unknown class.
+
+`PartialPredictions` is the file a prediction run appends its scored rows to as it goes (`OUTPUT.partial`),
+so that a crash or a kill keeps them and a resumed run skips them.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -51,3 +58,98 @@ def write_answer_zip(out_dir, frame: pd.DataFrame, fallback_class: int | None = 
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("answer.txt", text)
     return out_dir / "answer.zip"
+
+
+class PartialPredictions:
+    """`OUTPUT.partial`: the scored rows of an unfinished prediction run, appended a chunk at a time.
+
+    Line 1 is `# voxtrace predict ` and the JSON of the settings the scores depend on, line 2 the header
+    `path,<class>...,error`, then one row per file: its path, full-precision probabilities (`nan` where the
+    file failed) and the error message. Each chunk is flushed to disk before the run goes on; a write that
+    fails is cut back to the last whole row, and a last line cut short by a kill is dropped on reading.
+    """
+
+    MAGIC = "# voxtrace predict "
+
+    def __init__(self, output, settings: dict, classes):
+        output = Path(output)
+        self.path = output.with_name(output.name + ".partial")
+        self.settings = json.loads(json.dumps(settings))  # as it reads back: lists, not tuples
+        self.classes = list(classes)
+        self.rows = 0
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read(self, check_settings: bool = True) -> dict[str, tuple[np.ndarray, str]]:
+        """`{path: (probs [C] float32, error)}` of the rows on disk (none when the header was cut short).
+
+        Refuses a file that is not a partial prediction file and, with `check_settings`, rows written with
+        other settings.
+        """
+        data = self.path.read_bytes()
+        whole = data[: data.rfind(b"\n") + 1]  # a kill mid-write leaves a cut-off last line
+        if len(whole) < len(data):
+            os.truncate(self.path, len(whole))
+        if not (data.startswith(self.MAGIC.encode()) or self.MAGIC.encode().startswith(data)):
+            raise ValueError(f"{self.path} is not a voxtrace predict partial file; move it away or pick "
+                             f"another --output")
+        lines = whole.decode(errors="replace").split("\n", 2)
+        rows = list(csv.reader(io.StringIO(lines[2]))) if len(lines) == 3 else []
+        self.rows = len(rows)
+        if not rows:
+            return {}
+        saved = json.loads(lines[0][len(self.MAGIC):])
+        changed = {k: (saved.get(k), v) for k, v in self.settings.items() if saved.get(k) != v}
+        if changed and check_settings:
+            detail = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
+            raise ValueError(f"{self.path} was written with other settings ({detail}); rerun with the same "
+                             f"settings, or delete it to start over")
+        done = {}
+        for number, row in enumerate(rows, start=3):
+            if len(row) != len(self.classes) + 2:
+                raise ValueError(f"{self.path}, line {number}: expected {len(self.classes) + 2} fields, found "
+                                 f"{len(row)}; delete the file to start over")
+            done[row[0]] = (np.array([float(v) for v in row[1:-1]], dtype=np.float32), row[-1])
+        return done
+
+    def create(self) -> None:
+        """Start an empty partial file (settings line and header)."""
+        header = io.StringIO()
+        header.write(self.MAGIC + json.dumps(self.settings) + "\n")
+        csv.writer(header, lineterminator="\n").writerow(["path", *self.classes, "error"])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(self.path, "w") as fh:
+                fh.write(header.getvalue())
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+        self.rows = 0
+
+    def append(self, paths, probs, errors: dict) -> None:
+        """Append one row per path and flush them to disk; on failure the file is cut back to its last row."""
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        for path, row in zip(paths, np.asarray(probs, dtype=np.float32)):
+            writer.writerow([str(path), *(repr(float(v)) for v in row), errors.get(str(path), "")])
+        size = self.path.stat().st_size
+        try:
+            with open(self.path, "a") as fh:
+                fh.write(text.getvalue())
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            os.truncate(self.path, size)
+            raise
+        self.rows += len(paths)
+
+    def discard_if_empty(self) -> None:
+        """Remove the file when it holds no scored row (nothing to resume)."""
+        if self.rows == 0:
+            self.path.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
