@@ -56,7 +56,7 @@ def test_confusion_png_written(tmp_path):
 def test_perturbation_names():
     assert perturbation_names("noise:15dB+mp3") == ["mp3", "noise"]
     assert perturbation_names("reverb(rt60=0.66s)+noise(white,10.6dB)+mp3(8kbps)") == ["mp3", "noise", "reverb"]
-    assert perturbation_names("") == ["none"] and perturbation_names(np.nan) == ["none"]
+    assert perturbation_names("") == ["clean"] and perturbation_names(np.nan) == ["clean"]
 
 
 def test_evaluate_files_report(tmp_path):
@@ -75,7 +75,7 @@ def test_evaluate_files_report(tmp_path):
     assert report["missing_labels"] == {"count": 1, "examples": ["extra"]}
     assert report["missing_predictions"] == {"count": 1, "examples": ["nopred"]}
     assert report["per_perturbation"]["noise"]["n"] == 2 and report["per_perturbation"]["noise"]["acc"] == 0.5
-    assert report["per_perturbation"]["mp3"]["acc"] == 0.5 and report["per_perturbation"]["none"]["acc"] == 1.0
+    assert report["per_perturbation"]["mp3"]["acc"] == 0.5 and report["per_perturbation"]["clean"]["acc"] == 1.0
     saved = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert saved["acc"] == pytest.approx(0.75) and saved["auc"] is None  # no probability columns
     for name in ("per_class.csv", "per_perturbation.csv", "confusion_matrix.png"):

@@ -133,3 +133,43 @@ def equal_error_rate(is_positive, scores) -> tuple[float, float]:
     else:
         threshold = thresholds[i]
     return float(eer), float(threshold)
+
+
+def _binary_scores(is_positive, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean positives and float scores of equal length, rows with a non-finite score left out."""
+    is_positive = np.asarray(is_positive).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    if is_positive.shape != scores.shape or scores.ndim != 1:
+        raise ValueError(f"is_positive and scores must be 1-D of one length. Received: {is_positive.shape}, "
+                         f"{scores.shape}")
+    ok = np.isfinite(scores)
+    return is_positive[ok], scores[ok]
+
+
+def detection_auroc(is_positive, scores) -> float:
+    """Area under the ROC curve of `scores` (higher = positive), as the Mann-Whitney statistic: the chance that
+    a random positive outscores a random negative, ties counting one half. NaN without both sides."""
+    from scipy.stats import rankdata
+
+    is_positive, scores = _binary_scores(is_positive, scores)
+    n_pos, n_neg = int(is_positive.sum()), int((~is_positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)  # ties get their average rank
+    return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def fpr_at_tpr(is_positive, scores, tpr: float = 0.95) -> float:
+    """False-positive rate at the highest threshold that flags at least `tpr` of the positives.
+
+    With the positives' scores sorted high to low, the threshold is the `ceil(tpr * n_pos)`-th of them; the
+    result is the share of negatives scoring at or above it. NaN without both sides.
+    """
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must be within (0, 1]. Received: tpr={tpr}")
+    is_positive, scores = _binary_scores(is_positive, scores)
+    positives, negatives = np.sort(scores[is_positive])[::-1], scores[~is_positive]
+    if len(positives) == 0 or len(negatives) == 0:
+        return float("nan")
+    threshold = positives[int(np.ceil(tpr * len(positives) - 1e-9)) - 1]
+    return float(np.mean(negatives >= threshold))

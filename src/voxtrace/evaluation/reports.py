@@ -6,7 +6,16 @@ joined on `track`. Tracks predicted without a label, or labelled without a predi
 and examples. Rows without a prediction (files that failed) are counted as `n_failed` and left out of the
 scores. ROC AUC needs the probability columns (`--probs`); for the detect task the EER is computed from the
 bona fide probability. With a metadata CSV that has a `perturbations` column (`+`, `,`, `;` or `|` separated
-names, empty for a clean clip) the scores are broken down per perturbation.
+entries, each starting with its channel family's name; empty for a clean clip) the scores are broken down per
+channel family (`clean` for none).
+
+Open-set figures (when the class list has an unknown class): the unknown class' precision, recall and F1; its
+recall split by origin (metadata `detect_id`: 0 human, 1 synthetic) and by generator (metadata `engine`); and,
+with probability columns, how well a per-clip unknown score separates true unknowns (positives) from known
+clips: AUROC and the false-positive rate at 95 % true-positive rate. The score is the unknown class'
+probability (`unknown_prob`) or one minus the top known-class probability (`maxprob`). With metadata holding
+`split` and `speaker` (or `voice`) for the training clips, the scores are also split into clips whose voice
+training saw and clips whose voice it did not.
 """
 
 from __future__ import annotations
@@ -20,16 +29,21 @@ import pandas as pd
 from voxtrace.config import ATTRIBUTION_CLASSES, DETECTION_CLASSES
 from voxtrace.evaluation.metrics import (
     classification_scores,
+    detection_auroc,
     equal_error_rate,
+    fpr_at_tpr,
     label_indices,
     label_scores,
     per_class_report,
 )
-from voxtrace.io import atomic_write_csv, atomic_write_json
+from voxtrace.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 LABEL_COLUMNS = ("algorithm", "label", "class_id", "class", "class_name")
 PRED_META_COLUMNS = ("track", "path", "algorithm", "error", "confidence", "rejected", "class_name", "part")
 _EXAMPLES = 5
+UNKNOWN_SCORES = ("unknown_prob", "maxprob")  # the unknown score: P(unknown) or 1 - max known-class probability
+VOICE_COLUMNS = ("speaker", "voice")  # metadata columns naming a clip's voice, in order of preference
+TRAIN_SPLIT = "train"
 
 
 def read_predictions(path) -> pd.DataFrame:
@@ -67,19 +81,26 @@ def infer_classes(pred: pd.DataFrame, labels: pd.Series) -> list[str]:
 
 
 def perturbation_names(value) -> list[str]:
-    """`"reverb(rt60=0.3s)+noise(white,10dB)"` -> `["noise", "reverb"]`; `"noise:15dB+mp3"` -> `["mp3", "noise"]`;
-    empty / `none` / `clean` -> `["none"]`."""
+    """Channel families of a metadata `perturbations` entry: `"reverb(rt60=0.3s)+noise(white,10dB)"` ->
+    `["noise", "reverb"]`; `"noise:15dB+mp3"` -> `["mp3", "noise"]`; empty / `none` / `clean` -> `["clean"]`."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ["none"]
+        return ["clean"]
     text = re.sub(r"\([^)]*\)", "", str(value))  # parameters: "noise(white,10.6dB)" -> "noise"
     names = [re.split(r"[:=@]", t.strip(), maxsplit=1)[0].strip() for t in re.split(r"[+,;|]", text)]
     names = [n for n in names if n and n.lower() not in ("none", "clean", "nan", "[]")]
-    return sorted(set(names)) or ["none"]
+    return sorted(set(names)) or ["clean"]
 
 
-def evaluate_frames(pred: pd.DataFrame, labels: pd.DataFrame, classes, metadata: pd.DataFrame | None = None):
-    """`(report, tables, y_true, y_pred)` of joined predictions and labels."""
+def evaluate_frames(pred: pd.DataFrame, labels: pd.DataFrame, classes, metadata: pd.DataFrame | None = None,
+                    unknown_class: str | None = "unknown", unknown_score: str = "unknown_prob"):
+    """`(report, tables, y_true, y_pred)` of joined predictions and labels.
+
+    `unknown_class` (when it is one of `classes`) adds the `open_set` section, its AUROC and FPR@95TPR from
+    the `unknown_score` of `UNKNOWN_SCORES`.
+    """
     classes = list(classes)
+    if unknown_score not in UNKNOWN_SCORES:
+        raise ValueError(f"unknown_score must be one of {list(UNKNOWN_SCORES)}. Received: {unknown_score!r}")
     duplicates = int(pred["track"].duplicated().sum())
     pred = pred.drop_duplicates("track")
     labels = labels.drop_duplicates("track")
@@ -93,8 +114,8 @@ def evaluate_frames(pred: pd.DataFrame, labels: pd.DataFrame, classes, metadata:
     y_true = label_indices(joined["label"], classes, "labels")
     y_pred = label_indices(joined["algorithm"].astype(float).astype(int), classes, "predictions")
     have_probs = all(c in joined.columns for c in classes)
+    probs = joined[classes].to_numpy(dtype=np.float64) if have_probs else None
     if have_probs:
-        probs = joined[classes].to_numpy(dtype=np.float64)
         scores = classification_scores(y_true, probs, classes)
         scores.update(label_scores(y_true, y_pred, classes))  # the written labels (e.g. after open-set rejection)
     else:
@@ -120,15 +141,29 @@ def evaluate_frames(pred: pd.DataFrame, labels: pd.DataFrame, classes, metadata:
         for row in per_class.to_dict("records")
     }
     tables = {"per_class": per_class}
-    if metadata is not None and "perturbations" in metadata.columns:
-        tables["per_perturbation"] = _per_perturbation(joined, y_true, y_pred, metadata, classes)
+    meta = _track_metadata(metadata, joined["track"]) if metadata is not None else pd.DataFrame(index=joined.index)
+    if "perturbations" in meta.columns:
+        tables["per_perturbation"] = _per_perturbation(meta["perturbations"], y_true, y_pred, classes)
         report["per_perturbation"] = tables["per_perturbation"].set_index("perturbation").to_dict("index")
+    if metadata is not None:
+        per_voice = _per_voice(meta, metadata, y_true, y_pred, classes)
+        if per_voice is not None:
+            tables["per_voice"] = per_voice
+            report["per_voice"] = per_voice.set_index("voice").to_dict("index")
+    if unknown_class is not None and unknown_class in classes:
+        report["open_set"] = open_set_scores(y_true, y_pred, probs, classes, unknown_class, meta, unknown_score)
     return report, tables, y_true, y_pred
 
 
-def _per_perturbation(joined, y_true, y_pred, metadata, classes) -> pd.DataFrame:
+def _track_metadata(metadata: pd.DataFrame, tracks: pd.Series) -> pd.DataFrame:
+    """The metadata rows of `tracks`, in their order (all-NaN rows for tracks the metadata lacks)."""
     meta = metadata.assign(track=metadata["track"].astype(str)).drop_duplicates("track").set_index("track")
-    names = joined["track"].map(meta["perturbations"]).map(perturbation_names)
+    return meta.reindex(tracks.astype(str).to_numpy()).reset_index(drop=True)
+
+
+def _per_perturbation(perturbations: pd.Series, y_true, y_pred, classes) -> pd.DataFrame:
+    """Scores per channel family; a clip counts towards each family applied to it."""
+    names = perturbations.map(perturbation_names)
     rows = []
     for name in sorted({n for group in names for n in group}):
         mask = names.map(lambda group: name in group).to_numpy(dtype=bool)
@@ -136,12 +171,88 @@ def _per_perturbation(joined, y_true, y_pred, metadata, classes) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["perturbation", "n", "acc", "precision", "recall", "f1"])
 
 
+def _per_voice(meta: pd.DataFrame, metadata: pd.DataFrame, y_true, y_pred, classes) -> pd.DataFrame | None:
+    """Scores of clips whose voice (metadata `speaker`, else `voice`) is among the training clips' voices
+    (`seen`) and of those whose voice is not (`held_out`); None when the metadata cannot tell."""
+    column = next((c for c in VOICE_COLUMNS if c in metadata.columns), None)
+    if column is None or "split" not in metadata.columns:
+        return None
+    seen = set(metadata.loc[metadata["split"].astype(str) == TRAIN_SPLIT, column].dropna().astype(str))
+    if not seen:
+        return None
+    voice = meta[column]
+    known = voice.notna().to_numpy()
+    in_train = voice.astype(str).isin(seen).to_numpy()
+    rows = []
+    for name, mask in (("seen", known & in_train), ("held_out", known & ~in_train)):
+        rows.append({"voice": name, "n": int(mask.sum()), **label_scores(y_true[mask], y_pred[mask], classes)})
+    return pd.DataFrame(rows, columns=["voice", "n", "acc", "precision", "recall", "f1"])
+
+
+def unknown_score_values(probs, classes, unknown_class: str, unknown_score: str = "unknown_prob") -> np.ndarray:
+    """Per-clip unknown score (higher = more likely unknown): `unknown_prob` is the unknown class' probability,
+    `maxprob` is one minus the top probability of the known classes."""
+    probs = np.asarray(probs, dtype=np.float64)
+    u = list(classes).index(unknown_class)
+    if unknown_score == "unknown_prob":
+        return probs[:, u]
+    if unknown_score == "maxprob":
+        return 1.0 - np.delete(probs, u, axis=1).max(axis=1)
+    raise ValueError(f"unknown_score must be one of {list(UNKNOWN_SCORES)}. Received: {unknown_score!r}")
+
+
+def open_set_scores(y_true, y_pred, probs, classes, unknown_class: str, meta: pd.DataFrame | None = None,
+                    unknown_score: str = "unknown_prob") -> dict:
+    """How the unknown class fares: its precision / recall / F1, its recall by origin and by engine, and the
+    AUROC and FPR@95TPR of the unknown score (true unknowns are the positives).
+
+    `probs` may be None (then the score figures are left out, with a note); `meta` holds the metadata row of
+    each clip (columns `detect_id` and `engine` used when present).
+    """
+    classes = list(classes)
+    u = classes.index(unknown_class)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    is_unknown, caught = y_true == u, y_pred == u
+    row = per_class_report(y_true, y_pred, classes).iloc[u]
+    out = {"unknown_class": unknown_class, "n_unknown": int(is_unknown.sum()), "n_known": int((~is_unknown).sum()),
+           "unknown_precision": float(row["precision"]), "unknown_recall": float(row["recall"]),
+           "unknown_f1": float(row["f1"])}
+    notes = []
+    meta = pd.DataFrame(index=range(len(y_true))) if meta is None else meta
+    if "detect_id" in meta.columns:
+        detect = pd.to_numeric(meta["detect_id"], errors="coerce").to_numpy()
+        out["unknown_recall_by_origin"] = {
+            origin: _recall(caught, is_unknown & (detect == value)) for origin, value in (("human", 0), ("synthetic", 1))
+        }
+    else:
+        notes.append("unknown recall by origin needs a `detect_id` metadata column (0 human, 1 synthetic)")
+    if "engine" in meta.columns:
+        engines = meta["engine"].to_numpy()
+        names = sorted({str(e) for e in engines[is_unknown] if pd.notna(e)})
+        out["unknown_recall_by_engine"] = {name: _recall(caught, is_unknown & (engines == name)) for name in names}
+    else:
+        notes.append("unknown recall by engine needs an `engine` metadata column")
+    if probs is None:
+        notes.append("AUROC and FPR@95TPR need the probability columns (voxtrace predict --probs)")
+    else:
+        score = unknown_score_values(probs, classes, unknown_class, unknown_score)
+        out.update(score=unknown_score, auroc=detection_auroc(is_unknown, score),
+                   fpr_at_95_tpr=fpr_at_tpr(is_unknown, score, 0.95))
+    out["notes"] = notes
+    return out
+
+
+def _recall(caught: np.ndarray, mask: np.ndarray) -> dict:
+    n = int(mask.sum())
+    return {"n": n, "recall": float(caught[mask].mean()) if n else float("nan")}
+
+
 def format_report(report: dict) -> str:
-    """A compact text table of the headline numbers and the per-class F1."""
+    """The report as Markdown: headline numbers, per-class table, open-set figures and breakdowns."""
     keys = [k for k in ("acc", "precision", "recall", "f1", "auc", "eer") if k in report]
     lines = [
-        "  ".join(f"{k:>9}" for k in keys),
-        "  ".join(f"{report[k]:9.4f}" for k in keys),
+        _md_table(keys, [[report[k] for k in keys]]),
+        "",
         f"scored {report['n_scored']} of {report['n_predictions']} predictions; failed {report['n_failed']}; "
         f"without label {report['missing_labels']['count']}; labels without prediction "
         f"{report['missing_predictions']['count']}",
@@ -149,22 +260,51 @@ def format_report(report: dict) -> str:
     for side, title in (("missing_labels", "predicted, no label"), ("missing_predictions", "labelled, not predicted")):
         if report[side]["count"]:
             more = " ..." if report[side]["count"] > _EXAMPLES else ""
-            lines.append(f"  {title}: {', '.join(report[side]['examples'])}{more}")
-    width = max(len(c) for c in report["per_class"])
-    lines.append(f"{'class':<{width}}  precision  recall      f1  support")
-    for name, row in report["per_class"].items():
-        lines.append(
-            f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  "
-            f"{int(row['support']):7d}"
-        )
-    for name, row in report.get("per_perturbation", {}).items():
-        lines.append(f"perturbation {name}: n={row['n']} acc={row['acc']:.4f} f1={row['f1']:.4f}")
+            lines.append(f"- {title}: {', '.join(report[side]['examples'])}{more}")
+    rows = [[name, r["precision"], r["recall"], r["f1"], int(r["support"])] for name, r in report["per_class"].items()]
+    lines += ["", _md_table(["class", "precision", "recall", "f1", "support"], rows)]
+    if "open_set" in report:
+        lines += ["", *_format_open_set(report["open_set"])]
+    for key, title in (("per_perturbation", "channel family"), ("per_voice", "voice")):
+        if key in report:
+            rows = [[name, int(r["n"]), r["acc"], r["f1"]] for name, r in report[key].items()]
+            lines += ["", _md_table([title, "n", "acc", "macro-F1"], rows)]
     return "\n".join(lines)
 
 
-def evaluate_files(pred_csv, labels_csv, metadata=None, out_dir=None, classes=None, title=None) -> dict:
-    """Evaluate `pred_csv` against `labels_csv`; writes report.json, per_class.csv, [per_perturbation.csv] and
-    confusion_matrix.png into `out_dir` (default: beside the prediction CSV) and returns the report."""
+def _format_open_set(section: dict) -> list[str]:
+    lines = [f"open set ({section['unknown_class']}: {section['n_unknown']} clips, known: {section['n_known']})", ""]
+    titles = {"unknown_precision": "unknown precision", "unknown_recall": "unknown recall",
+              "unknown_f1": "unknown F1", "auroc": "AUROC", "fpr_at_95_tpr": "FPR@95TPR"}
+    keys = [k for k in titles if k in section]
+    lines.append(_md_table([titles[k] for k in keys], [[section[k] for k in keys]]))
+    if "auroc" in section:
+        lines += ["", f"AUROC and FPR@95TPR of the {section['score']} score; true unknowns are the positives."]
+    groups = [("origin", section.get("unknown_recall_by_origin", {})),
+              ("engine", section.get("unknown_recall_by_engine", {}))]
+    rows = [[f"{kind}: {name}", r["n"], r["recall"]] for kind, group in groups for name, r in group.items()]
+    if rows:
+        lines += ["", _md_table(["unknown clips", "n", "recall"], rows)]
+    lines += [f"- {note}" for note in section["notes"]]
+    return lines
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    def cell(value):
+        if isinstance(value, (float, np.floating)):
+            return "n/a" if not np.isfinite(value) else f"{value:.4f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def evaluate_files(pred_csv, labels_csv, metadata=None, out_dir=None, classes=None, title=None,
+                   unknown_class: str | None = "unknown", unknown_score: str = "unknown_prob") -> dict:
+    """Evaluate `pred_csv` against `labels_csv`; writes report.json, report.md, per_class.csv,
+    [per_perturbation.csv, per_voice.csv] and confusion_matrix.png into `out_dir` (default: beside the
+    prediction CSV) and returns the report (see `evaluate_frames`)."""
     from voxtrace.evaluation.plots import plot_confusion_matrix
 
     pred = read_predictions(pred_csv)
@@ -173,15 +313,17 @@ def evaluate_files(pred_csv, labels_csv, metadata=None, out_dir=None, classes=No
     meta = pd.read_csv(metadata) if metadata else None
     if meta is not None and "track" not in meta.columns:
         raise ValueError(f"metadata CSV {metadata} has no `track` column. Received: {list(meta.columns)}")
-    report, tables, y_true, y_pred = evaluate_frames(pred, labels, classes, meta)
+    report, tables, y_true, y_pred = evaluate_frames(pred, labels, classes, meta, unknown_class, unknown_score)
     report = {"pred": str(pred_csv), "labels": str(labels_csv), **report}
     out_dir = Path(out_dir) if out_dir else Path(pred_csv).parent
     for name, table in tables.items():
         atomic_write_csv(out_dir / f"{name}.csv", table)
     plot_confusion_matrix(y_true, y_pred, classes, out_dir / "confusion_matrix.png",
                           title=title or f"{Path(pred_csv).name} (n={len(y_true)})")
-    outputs = [*(f"{n}.csv" for n in tables), "confusion_matrix.png", "report.json"]
+    outputs = [*(f"{n}.csv" for n in tables), "confusion_matrix.png", "report.json", "report.md"]
     report["outputs"] = sorted(str(out_dir / f) for f in outputs)
+    atomic_write_text(out_dir / "report.md", f"# {Path(pred_csv).name} against {Path(labels_csv).name}\n\n"
+                      + format_report(report) + "\n")
     atomic_write_json(out_dir / "report.json", _json_safe(report))
     return report
 
