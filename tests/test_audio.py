@@ -1,6 +1,8 @@
 import os
 import shutil
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -200,3 +202,140 @@ def test_trim_and_normalize():
     louder = audio.normalize_loudness(trimmed, target_dbfs=-20)
     assert 20 * np.log10(np.sqrt(np.mean(louder**2))) == pytest.approx(-20, abs=0.5)
     assert not audio.normalize_loudness(np.zeros(800, np.float32)).any()
+
+
+# ---- hostile inputs: names, non-files, stalled decoders ----------------------------------------------------
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+
+
+def _aac(path, seconds=1.0, freq=440):
+    """An AAC-in-MP4 tone (a format only ffmpeg reads) at `path`, whatever its name."""
+    cmd = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"sine=frequency={freq}:sample_rate=22050:duration={seconds}",
+           "-c:a", "aac", "-f", "mp4", "-y", f"file:{path}"]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def _peak_hz(x, sample_rate=16000):
+    spectrum = np.abs(np.fft.rfft(x[2000:14000]))
+    return np.argmax(spectrum) * sample_rate / 12000
+
+
+@needs_ffmpeg
+def test_dash_named_file_is_a_file_for_ffmpeg_and_ffprobe(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _aac(tmp_path / "-x.wav")
+    x = load_audio("-x.wav")  # a relative name starting with "-": an option to a bare ffprobe / ffmpeg
+    assert abs(len(x) - 16000) < 800 and abs(_peak_hz(x) - 440) < 5
+    assert audio_duration("-x.wav") == pytest.approx(1.0, abs=0.1)
+
+
+@needs_ffmpeg
+def test_ffmpeg_decoding_is_capped_by_duration(tmp_path, monkeypatch):
+    path = _aac(tmp_path / "long.m4a", seconds=3.0)
+    commands = []
+    original = subprocess.run
+
+    def spy(cmd, *args, **kwargs):
+        commands.append(cmd)
+        return original(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(audio.subprocess, "run", spy)
+    x = load_audio(path, offset=1.0, duration=0.5)
+    decode = next(c for c in commands if c[0] == "ffmpeg")
+    assert decode[decode.index("-t") + 1] == "0.5" and decode[decode.index("-ss") + 1] == "1.0"
+    assert len(x) == 8000
+
+
+def _fake_tools(tmp_path, monkeypatch, ffprobe: str, ffmpeg: str):
+    """Put shell scripts named ffprobe and ffmpeg first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("ffprobe", ffprobe), ("ffmpeg", ffmpeg)):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize("stalled", ["ffprobe", "ffmpeg"])
+def test_stalled_ffprobe_or_ffmpeg_times_out_naming_the_file(tmp_path, monkeypatch, stalled):
+    path = tmp_path / "stuck.m4a"
+    path.write_bytes(b"\x00\x00\x00\x18ftypM4A " + b"\x00" * 64)  # soundfile cannot open it: ffmpeg's turn
+    sleep, rate = "exec sleep 30", "echo 16000"
+    _fake_tools(tmp_path, monkeypatch, ffprobe=sleep if stalled == "ffprobe" else rate, ffmpeg=sleep)
+    monkeypatch.setattr(audio, "FFPROBE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(audio, "FFMPEG_TIMEOUT_S", 0.5)
+    started = time.monotonic()
+    with pytest.raises(AudioError, match=rf"stuck\.m4a: {stalled} did not finish within 0\.5 s"):
+        load_audio(path)
+    assert time.monotonic() - started < 5
+
+
+def test_fifo_folder_and_broken_link_are_refused_without_opening(tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    outcome = {}
+
+    def read_fifo():
+        for reader in (load_audio, audio_duration):
+            try:
+                reader(fifo)
+            except AudioError as err:
+                outcome[reader.__name__] = str(err)
+
+    worker = threading.Thread(target=read_fifo, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    if worker.is_alive():  # a reader blocked on the FIFO: release it, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO blocked")
+    assert outcome == {name: f"{fifo}: not a regular file (a FIFO); refusing to read it"
+                       for name in ("load_audio", "audio_duration")}
+    (tmp_path / "folder.wav").mkdir()
+    with pytest.raises(AudioError, match=r"folder\.wav: is a folder"):
+        load_audio(tmp_path / "folder.wav")
+    (tmp_path / "gone.wav").symlink_to(tmp_path / "missing.wav")
+    with pytest.raises(FileNotFoundError, match=r"gone\.wav \(a broken symbolic link to .*missing\.wav\)"):
+        audio_duration(tmp_path / "gone.wav")
+
+
+@pytest.mark.parametrize("rate", [1, 3999])
+def test_sample_rate_too_low_for_speech(tmp_path, rate):
+    path = tmp_path / "slow.wav"
+    sf.write(str(path), np.full(rate * 2, 0.1, np.float32), rate, subtype="PCM_16")
+    with pytest.raises(AudioError, match=rf"slow\.wav: sample rate {rate} Hz is too low"):
+        load_audio(path)
+    with pytest.raises(AudioError, match="too low"):
+        audio_duration(path)
+
+
+def test_offset_past_the_end_is_end_of_audio(tmp_path):
+    path = write_audio(tmp_path / "a.wav", seconds=0.5)
+    with pytest.raises(audio.EndOfAudio):
+        load_audio(path, offset=0.5, duration=1.0)
+
+
+def test_truncated_flac_is_caught_when_the_span_reaches_its_end(tmp_path):
+    path = write_audio(tmp_path / "cut.flac", seconds=2.0)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioError, match=r"cut\.flac: .*(truncated|corrupted)"):
+        load_audio(path, duration=600.0)
+
+
+def test_unreadable_subfolder_is_reported_not_skipped(tmp_path, monkeypatch):
+    write_audio(tmp_path / "ok" / "a.wav")
+    write_audio(tmp_path / "locked" / "b.wav")
+    original = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(tmp_path / "locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return original(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(PermissionError, match="locked"):
+        find_audio_files(tmp_path)
+    unreadable = []
+    assert find_audio_files(tmp_path, unreadable=unreadable) == [tmp_path / "ok" / "a.wav"]
+    assert [err.filename for err in unreadable] == [str(tmp_path / "locked")]
