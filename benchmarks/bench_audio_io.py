@@ -57,7 +57,7 @@ def main() -> None:
         "pitch_shift +2": lambda: perturb.pitch_shift(x, SR, 2.0),
         "speed 1.1": lambda: perturb.speed(x, 1.1),
         "formant_warp 1.1": lambda: perturb.formant_warp(x, SR, 1.1),
-        "random_channel": lambda: perturb.random_channel(x, rng, SR),
+        "held-out channel chain": lambda: perturb.apply_channels(x, ["clip", "speex"], rng, SR),
     }
     for name, fn in ops.items():
         print(f"{'perturb ' + name + ' (6 s)':<40}{best_of(fn, 5) * 1e3:>10.2f}")

@@ -1,3 +1,4 @@
+import itertools
 import re
 import shutil
 
@@ -8,7 +9,9 @@ import soundfile as sf
 
 from voxtrace import cli
 from voxtrace.config import ATTRIBUTION_CLASSES
+from voxtrace.data import perturb
 from voxtrace.data.corpus import build as build_module
+from voxtrace.data.corpus import vocoders
 from voxtrace.data.corpus import build_demo_corpus, plan_corpus
 from voxtrace.data.corpus.build import plan_summary
 from voxtrace.data.corpus.engines import CLASS_VOICES, missing_programs
@@ -29,25 +32,31 @@ def test_sentences_are_fixed_distinct_and_speakable():
 def test_plan_keeps_splits_apart():
     plan = plan_summary(plan_corpus(per_class=40, eval_per_class=12, seed=3))
     counts = plan.groupby(["split", "class_name"]).size().unstack()
-    assert (counts.loc["train"] == 40).all() and (counts.loc[["eval_part1", "eval_part2"]] == 12).all().all()
+    assert (counts.loc["train"] == 40).all() and (counts.loc[list(build_module.EVAL_PARTS)] == 12).all().all()
     texts = {s: set(plan.loc[(plan.split == s) & (plan.class_name != "unknown"), "text_ids"].sum())
              for s in build_module.SPLITS}
-    assert not texts["train"] & texts["eval_part1"] and not texts["train"] & texts["eval_part2"]
-    assert not texts["eval_part1"] & texts["eval_part2"]
     human = {s: set(plan.loc[(plan.split == s) & (plan.class_name == "unknown"), "speaker"]) for s in texts}
     assert all(human.values())
-    assert not human["train"] & human["eval_part1"] and not human["train"] & human["eval_part2"]
-    assert not human["eval_part1"] & human["eval_part2"]
+    for a, b in itertools.combinations(build_module.SPLITS, 2):
+        assert not texts[a] & texts[b] and not human[a] & human[b], (a, b)
     train_speakers = set(plan.loc[plan.split == "train", "speaker"])
     assert not train_speakers & HELD_OUT
-    for split in ("eval_part1", "eval_part2"):
+    for split in build_module.EVAL_PARTS:
         eval_speakers = set(plan.loc[plan.split == split, "speaker"])
         for class_name, voices in CLASS_VOICES.items():
             if any(v.held_out for v in voices):
                 assert eval_speakers & {v.speaker for v in voices if v.held_out}, (split, class_name)
     unknown = plan[plan.class_name == "unknown"]
-    assert set(unknown.engine) == {"human", "griffinlim"}
-    assert (unknown.engine == "griffinlim").mean() == pytest.approx(0.25, abs=0.05)
+    engines = {s: set(unknown.loc[unknown.split == s, "engine"]) for s in build_module.SPLITS}
+    assert engines["train"] == engines["eval_part1"] == {"human", *vocoders.TRAIN_VOCODERS}
+    assert engines["eval_part3"] == {"human", *vocoders.HELD_OUT_VOCODERS}  # generators never in train
+    assert (unknown.engine != "human").mean() == pytest.approx(0.5, abs=0.05)
+    channels = plan.channels.map(lambda c: set(c))
+    train_families = set(perturb.TRAIN_CODECS) | set(perturb.TRAIN_ROOMS)
+    assert set().union(*channels[plan.split == "train"]) == train_families
+    part2 = channels[plan.split == "eval_part2"]
+    assert all(c & set(perturb.HELD_OUT_CODECS) for c in part2) and not set().union(*part2) & train_families
+    assert not set().union(*channels[plan.split.isin(["eval_part1", "eval_part3"])])
     assert plan.track.is_unique and plan.track.str.fullmatch(r"[0-9a-f]{32}\.wav").all()
 
 
@@ -93,7 +102,7 @@ def tiny_corpus(tmp_path_factory):
 def test_build_with_real_engines(tiny_corpus):
     out = tiny_corpus
     meta = pd.read_csv(out / "metadata.csv", dtype={"text_id": str}, keep_default_na=False)
-    assert len(meta) == 6 * 3
+    assert len(meta) == 6 * len(build_module.SPLITS)
     assert sorted(meta.class_name.unique()) == sorted(ATTRIBUTION_CLASSES)
     for split, labels_file in build_module.LABEL_FILES.items():
         labels = pd.read_csv(out / labels_file)
@@ -108,11 +117,15 @@ def test_build_with_real_engines(tiny_corpus):
         assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
         assert build_module.MIN_S <= info.duration <= build_module.MAX_S + 0.01
     assert (meta[meta.split == "eval_part2"].perturbations != "").all()
-    assert (meta[meta.split != "eval_part2"].perturbations == "").all()
+    assert (meta[meta.split.isin(["eval_part1", "eval_part3"])].perturbations == "").all()
+    for row in meta.itertuples():  # the narrowband flag agrees with the spectrum of the written clip
+        x, _ = sf.read(str(out / row.split / row.track))
+        power = np.abs(np.fft.rfft(x)) ** 2
+        assert row.narrowband == int(power[np.fft.rfftfreq(len(x), 1 / 16000) >= 4000].sum() < 1e-3 * power.sum())
     assert not set(meta.loc[meta.split == "train", "speaker"]) & HELD_OUT
     texts = {s: set(meta.loc[(meta.split == s) & (meta.text_id != ""), "text_id"].str.split("+").sum())
              for s in build_module.SPLITS}
-    assert not texts["train"] & (texts["eval_part1"] | texts["eval_part2"])
+    assert not texts["train"] & set().union(*(texts[p] for p in build_module.EVAL_PARTS))
     assert (meta.detect_id == (meta.engine != "human")).all()
     readme = (out / "README.md").read_text()
     assert "espeak:en-gb" in readme and "flite:rms" in readme and "festival:ked_diphone" in readme

@@ -14,13 +14,14 @@ from __future__ import annotations
 import io
 import math
 import subprocess
+from collections.abc import Callable
 
 import numpy as np
 import soxr
 from scipy import signal
 
 NOISE_COLORS = ("white", "pink", "brown")
-CHANNEL_KINDS = ("reverb", "noise", "mp3")  # SP Cup 2022 part 2, applied in this order (room, mic, codec)
+TRAIN_NOISE_COLORS = ("white", "pink")  # brown noise is one of the held-out channel families
 LAME_BITRATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320)
 _LAME_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
@@ -257,43 +258,154 @@ def formant_warp(x, sample_rate: int, alpha: float) -> np.ndarray:
     return _fit(y[size: size + len(x)], len(x))
 
 
-# ---- SP Cup part 2 ------------------------------------------------------------------------------------------
-def random_channel(
-    x,
-    rng: np.random.Generator,
-    sample_rate: int = 16000,
-    kinds=CHANNEL_KINDS,
-    snr_db=(10.0, 30.0),
-    rt60=(0.2, 0.8),
-    mp3_kbps=(6, 8),
-) -> tuple[np.ndarray, list[str]]:
-    """Apply 1 to len(kinds) of reverb, noise and MP3, as SP Cup 2022 part 2 did to its evaluation clips.
+# ---- ffmpeg speech and audio codecs ----------------------------------------------------------------------------
+# codec -> (coding rate, encoder arguments, demuxer); {kbps} is filled in. All are in Debian's ffmpeg.
+FFMPEG_CODECS = {
+    "gsm": (8000, ["-c:a", "libgsm", "-f", "gsm"], "gsm"),  # GSM 06.10 full rate, 13 kbps: mobile networks
+    "opus": (16000, ["-c:a", "libopus", "-b:a", "{kbps}k", "-f", "ogg"], "ogg"),  # VoIP, messaging apps
+    "speex": (16000, ["-c:a", "libspeex", "-b:a", "{kbps}k", "-f", "ogg"], "ogg"),  # older VoIP
+    "g726": (8000, ["-c:a", "g726", "-b:a", "{kbps}k", "-f", "wav"], "wav"),  # ADPCM: DECT phones, telephony
+    "g722": (16000, ["-c:a", "g722", "-f", "g722"], "g722"),  # wideband ADPCM: HD voice
+    "aac": (16000, ["-c:a", "aac", "-b:a", "{kbps}k", "-f", "adts"], "aac"),  # streaming at low bitrates
+    "codec2": (8000, ["-c:a", "libcodec2", "-mode", "{kbps}", "-f", "codec2"], "codec2"),  # a speech vocoder
+}
 
-    Returns the perturbed clip (peak-limited to 0.99) and what was applied, e.g.
-    `["reverb(rt60=0.41s)", "noise(pink,17.2dB)", "mp3(7kbps)"]`; each entry starts with the kind's name.
-    Kinds run in the order room -> noise -> codec whatever order `kinds` lists them in.
+
+def codec_roundtrip(x, codec: str, sample_rate: int = 16000, kbps: float | None = None, timeout_s: float = 60):
+    """Encode with ffmpeg's `codec` (a key of FFMPEG_CODECS) at `kbps` and decode back, aligned and same length.
+
+    codec2's `kbps` is its mode (3200, 2400, 1600, 1400, 1300, 1200 bits/s).
     """
+    if codec not in FFMPEG_CODECS:
+        raise ValueError(f"codec must be one of {sorted(FFMPEG_CODECS)}. Received: codec={codec!r}")
     x = _as_wave(x)
-    unknown = sorted(set(kinds) - set(CHANNEL_KINDS))
-    if unknown or not kinds:
-        raise ValueError(f"kinds must be a non-empty subset of {CHANNEL_KINDS}. Received: kinds={kinds!r}")
-    count = int(rng.integers(1, len(kinds) + 1))
-    chosen = set(rng.choice(sorted(kinds), size=count, replace=False).tolist())
-    y, applied = x, []
-    if "reverb" in chosen:
-        value = float(rng.uniform(*rt60))
-        y = reverberate(y, rng, sample_rate, rt60=value)
-        applied.append(f"reverb(rt60={value:.2f}s)")
-    if "noise" in chosen:
-        color = str(rng.choice(NOISE_COLORS))
-        value = float(rng.uniform(*snr_db))
-        y = add_noise(y, value, rng, color=color)
-        applied.append(f"noise({color},{value:.1f}dB)")
-    if "mp3" in chosen:
-        value = int(rng.integers(int(mp3_kbps[0]), int(mp3_kbps[1]) + 1))
-        y = mp3_roundtrip(y, value, sample_rate)
-        applied.append(f"mp3({value}kbps)")
+    rate, encode_args, demuxer = FFMPEG_CODECS[codec]
+    coded = _resample(x, sample_rate, rate)
+    encode_args = [a.format(kbps=int(kbps) if kbps else "") for a in encode_args]
+    pcm = ["-f", "f32le", "-ar", str(rate), "-ac", "1"]
+    try:
+        encoded = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *pcm, "-i", "pipe:0", *encode_args, "pipe:1"],
+                                 input=np.clip(coded, -1, 1).astype("<f4").tobytes(), capture_output=True,
+                                 check=True, timeout=timeout_s).stdout
+        decoded = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", demuxer, "-i", "pipe:0", *pcm, "pipe:1"],
+                                 input=encoded, capture_output=True, check=True, timeout=timeout_s).stdout
+    except FileNotFoundError:
+        raise RuntimeError("ffmpeg is not installed (Debian package ffmpeg)") from None
+    except subprocess.CalledProcessError as err:
+        raise RuntimeError(f"ffmpeg could not code with {codec}: {err.stderr.decode(errors='replace')[-200:]}") from None
+    y = _align(np.frombuffer(decoded, dtype="<f4").astype(np.float32), coded)
+    return _fit(_resample(y, rate, sample_rate), len(x))
+
+
+def clip_distortion(x, ratio: float) -> np.ndarray:
+    """Hard clipping at `ratio` of the peak (an overdriven microphone preamp or sound card)."""
+    x = _as_wave(x)
+    limit = ratio * float(np.abs(x).max()) if x.size else 0.0
+    return np.clip(x, -limit, limit).astype(np.float32) if limit > 0 else x.copy()
+
+
+def packet_loss(x, rng: np.random.Generator, sample_rate: int = 16000, loss: float = 0.1, frame_s: float = 0.02):
+    """Drop `loss` of the 20 ms packets of a VoIP stream, each lost packet filled with silence."""
+    x = _as_wave(x).copy()
+    frame = max(1, int(frame_s * sample_rate))
+    for start in range(0, len(x), frame):
+        if rng.random() < loss:
+            x[start: start + frame] = 0.0
+    return x
+
+
+def mains_hum(x, rng: np.random.Generator, sample_rate: int = 16000, snr_db: float = 20.0) -> np.ndarray:
+    """Add 50 or 60 Hz hum with its odd harmonics (a ground loop) at `snr_db`."""
+    x = _as_wave(x)
+    base = float(rng.choice([50.0, 60.0]))
+    t = np.arange(len(x)) / sample_rate
+    hum = sum(np.sin(2 * np.pi * base * k * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 3, 5, 7))
+    hum = hum / max(_rms(hum), 1e-12)
+    return (x + hum * _rms(x) * 10 ** (-snr_db / 20)).astype(np.float32)
+
+
+# ---- channel families -----------------------------------------------------------------------------------------
+# Each family draws its parameters from `rng`: (x, rng, sample_rate) -> (y, parameters as text). The families are
+# split between training (the demo corpus' train split and train-time augmentation) and the corpus' held-out
+# channel part, so that part measures channels no training clip went through.
+def _telephone(x, rng, sr):
+    return telephone(x, sr), "g711"
+
+
+def _gsm(x, rng, sr):
+    return codec_roundtrip(x, "gsm", sr), "13kbps"
+
+
+def _bitrate_codec(codec: str, choices):
+    def apply(x, rng, sr):
+        kbps = int(rng.choice(choices))
+        return codec_roundtrip(x, codec, sr, kbps), f"{kbps}kbps"
+    return apply
+
+
+def _mp3(x, rng, sr):
+    kbps = int(rng.choice([8, 16, 24, 32]))
+    return mp3_roundtrip(x, kbps, sr), f"{kbps}kbps"
+
+
+def _resample_8k(x, rng, sr):
+    return resample_chain(x, sr, (8000,)), "8kHz"
+
+
+def _reverb(x, rng, sr):
+    rt60 = float(rng.uniform(0.2, 0.8))
+    return reverberate(x, rng, sr, rt60=rt60), f"rt60={rt60:.2f}s"
+
+
+def _noise(x, rng, sr):
+    color, snr = str(rng.choice(TRAIN_NOISE_COLORS)), float(rng.uniform(10.0, 30.0))
+    return add_noise(x, snr, rng, color=color), f"{color},{snr:.1f}dB"
+
+
+def _g722(x, rng, sr):
+    return codec_roundtrip(x, "g722", sr), "64kbps"
+
+
+def _clip(x, rng, sr):
+    ratio = float(rng.uniform(0.15, 0.5))
+    return clip_distortion(x, ratio), f"{ratio:.2f}"
+
+
+def _packet_loss(x, rng, sr):
+    loss = float(rng.uniform(0.03, 0.15))
+    return packet_loss(x, rng, sr, loss), f"{loss:.2f}"
+
+
+def _hum(x, rng, sr):
+    snr = float(rng.uniform(10.0, 25.0))
+    return mains_hum(x, rng, sr, snr), f"{snr:.1f}dB"
+
+
+def _brown_noise(x, rng, sr):
+    snr = float(rng.uniform(5.0, 20.0))
+    return add_noise(x, snr, rng, color="brown"), f"{snr:.1f}dB"
+
+
+CHANNEL_FAMILIES: dict[str, Callable] = {
+    # training
+    "telephone": _telephone, "gsm": _gsm, "opus": _bitrate_codec("opus", [6, 8, 12, 16]), "mp3": _mp3,
+    "resample": _resample_8k, "reverb": _reverb, "noise": _noise,
+    # held out
+    "speex": _bitrate_codec("speex", [8, 11, 15]), "g726": _bitrate_codec("g726", [16, 24, 32]), "g722": _g722,
+    "aac": _bitrate_codec("aac", [12, 16, 24]), "clip": _clip, "packetloss": _packet_loss, "hum": _hum,
+    "brown_noise": _brown_noise,
+}
+TRAIN_CODECS = ("telephone", "gsm", "opus", "mp3", "resample")  # codecs and lines of the train split
+TRAIN_ROOMS = ("reverb", "noise")
+HELD_OUT_CODECS = ("speex", "g726", "g722", "aac")
+HELD_OUT_IMPAIRMENTS = ("clip", "packetloss", "hum", "brown_noise")
+
+
+def apply_channels(x, families, rng: np.random.Generator, sample_rate: int = 16000) -> tuple[np.ndarray, list[str]]:
+    """Apply the named channel families in order; returns the clip (peaks under 0.99) and what each applied."""
+    y, applied = _as_wave(x), []
+    for name in families:
+        y, params = CHANNEL_FAMILIES[name](y, rng, sample_rate)
+        applied.append(f"{name}({params})")
     peak = float(np.abs(y).max()) if y.size else 0.0
-    if peak > 0.99:
-        y = y * (0.99 / peak)
-    return y.astype(np.float32), applied
+    return (y * (0.99 / peak) if peak > 0.99 else y).astype(np.float32), applied

@@ -3,9 +3,14 @@
 Layout of `OUT` (SP Cup 2022 style, class ids as in `voxtrace.config.ATTRIBUTION_CLASSES`):
 
     OUT/train/*.wav + OUT/train/labels.csv          track,algorithm
-    OUT/eval_part1/*.wav + OUT/labels_eval_part1.csv  clean
-    OUT/eval_part2/*.wav + OUT/labels_eval_part2.csv  1-3 of noise / reverb / MP3 per clip
+    OUT/eval_part1/*.wav + OUT/labels_eval_part1.csv  held-out voices and speakers, clean
+    OUT/eval_part2/*.wav + OUT/labels_eval_part2.csv  held-out voices through held-out channel families
+    OUT/eval_part3/*.wav + OUT/labels_eval_part3.csv  held-out generators as `unknown`, clean
     OUT/metadata.csv                                 everything known about every clip
+
+Each evaluation part holds one axis out of training entirely (see `HELD_OUT_AXES`); no sentence, human speaker
+or held-out voice is in two splits, and the channel families and `unknown` generators are split between
+training and the parts that test them (`voxtrace.data.perturb`, `voxtrace.data.corpus.vocoders`).
     OUT/README.md                                    how it was made
     OUT/.build/                                      the plan and one finished-clip record per clip
 
@@ -21,6 +26,7 @@ import json
 import multiprocessing
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,19 +49,33 @@ from voxtrace.data.corpus.engines import (
 )
 from voxtrace.data.corpus.readme import README_TEMPLATE
 from voxtrace.data.corpus.sentences import sentence_list
-from voxtrace.data.perturb import random_channel
+from voxtrace.data.corpus.vocoders import HELD_OUT_VOCODERS, TRAIN_VOCODERS, VOCODER_PACKAGES, VOCODERS, available_vocoders
+from voxtrace.data.perturb import HELD_OUT_CODECS, HELD_OUT_IMPAIRMENTS, TRAIN_CODECS, TRAIN_ROOMS, apply_channels
 from voxtrace.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 SAMPLE_RATE = 16000
 MIN_S, MAX_S = 2.0, 6.0
-SPLITS = ("train", "eval_part1", "eval_part2")
-SENTENCE_SHARE = {"train": 0.6, "eval_part1": 0.2, "eval_part2": 0.2}
-SPEAKER_PATTERN = ("train", "eval_part1", "eval_part2", "train", "train")  # human speakers of a family, in turn
+SPLITS = ("train", "eval_part1", "eval_part2", "eval_part3")
+EVAL_PARTS = SPLITS[1:]
+HELD_OUT_AXES = {  # what each evaluation part holds out of training
+    "eval_part1": "voices: known-generator voices and human speakers never in train; clean",
+    "eval_part2": "channels: the voices of part 1 through channel families no training clip went through",
+    "eval_part3": "generators: `unknown` from vocoders never in train and unseen human speakers; clean",
+}
+SENTENCE_SHARE = {"train": 0.55, "eval_part1": 0.15, "eval_part2": 0.15, "eval_part3": 0.15}
+# human speakers of a package family, in turn
+SPEAKER_PATTERN = ("train", "eval_part1", "eval_part2", "eval_part3", "train", "train", "train")
 FESTIVAL_BATCH = 8  # festival clips rendered by one festival process
 SPARE_TEXTS = 4  # sentences of the same split a clip falls back on when its engine cannot speak one
-GRIFFIN_LIM_EVERY = 4  # every 4th "unknown" clip is Griffin-Lim resynthesis of a human segment
-LABEL_FILES = {"train": "train/labels.csv", "eval_part1": "labels_eval_part1.csv",
-               "eval_part2": "labels_eval_part2.csv"}
+VOCODED_EVERY = 2  # every 2nd "unknown" clip is a vocoder's resynthesis of a human segment
+# Channel parity in train/: every class meets the same channels. Human recordings come narrowband as often as
+# NARROWBAND_SHARE (phone prompts, game voices), so that share of the synthetic clips goes through a narrowband
+# line; then every clip, of every class, goes through one training codec and one room / noise as often.
+NARROWBAND_SHARE = 0.3
+NARROWBAND_LINES = ("telephone", "gsm", "resample")
+TRAIN_CODEC_SHARE, TRAIN_ROOM_SHARE = 0.3, 0.2
+HELD_OUT_IMPAIRMENT_SHARE = 0.6  # eval_part2: every clip gets a held-out codec, this share also an impairment
+LABEL_FILES = {"train": "train/labels.csv", **{part: f"labels_{part}.csv" for part in EVAL_PARTS}}
 TASKS = {"attribute": ATTRIBUTION_CLASSES, "detect": DETECTION_CLASSES}
 
 
@@ -66,7 +86,7 @@ class ClipJob:
     track: str
     split: str
     class_id: int
-    engine: str  # espeak | flite | festival | piper | human | griffinlim
+    engine: str  # espeak | flite | festival | piper | human | a vocoder of `vocoders.VOCODERS`
     voice: str
     speaker: str
     seed: int
@@ -75,6 +95,7 @@ class ClipJob:
     pitch: int = 50
     pieces: list = field(default_factory=list)  # human: [path, offset_s, duration_s] in order, spares last
     target_s: float = MIN_S  # human: stop adding pieces once this long
+    channels: list[str] = field(default_factory=list)  # channel families applied in order (perturb.CHANNEL_FAMILIES)
 
     @property
     def class_name(self) -> str:
@@ -91,19 +112,22 @@ def plan_corpus(per_class: int = 240, eval_per_class: int = 60, seed: int = 0, s
     if per_class < 1 or eval_per_class < 1:
         raise ValueError(f"per_class and eval_per_class must be >= 1. Received: {per_class}, {eval_per_class}")
     rng = np.random.default_rng(seed)
-    counts = {"train": per_class, "eval_part1": eval_per_class, "eval_part2": eval_per_class}
+    counts = {split: per_class if split == "train" else eval_per_class for split in SPLITS}
     sentence_pools = _split_sentences(rng)
     speakers = human_speakers() if speakers is None else speakers
     speaker_split = _split_speakers(speakers, rng)
+    vocoders = _installed_vocoders()
     jobs = []
     for split in SPLITS:
         split_jobs = []
         for class_id, class_name in enumerate(ATTRIBUTION_CLASSES):
             if class_name == HUMAN_CLASS:
                 split_speakers = {s: speakers[s] for s in speakers if speaker_split[s] == split}
-                split_jobs += _plan_human(split, class_id, counts[split], split_speakers, rng)
+                split_jobs += _plan_human(split, class_id, counts[split], split_speakers, vocoders[split], rng)
             else:
                 split_jobs += _plan_synthetic(split, class_id, counts[split], sentence_pools[split], rng)
+        for job in split_jobs:
+            job.channels = _plan_channels(job, rng)
         order = rng.permutation(len(split_jobs))
         names: set[str] = {Path(j.track).stem for j in jobs}
         for index in order:
@@ -119,13 +143,45 @@ def plan_corpus(per_class: int = 240, eval_per_class: int = 60, seed: int = 0, s
 
 def _split_sentences(rng) -> dict[str, list[int]]:
     ids = rng.permutation(len(sentence_list()))
-    cut1 = int(len(ids) * SENTENCE_SHARE["train"])
-    cut2 = cut1 + int(len(ids) * SENTENCE_SHARE["eval_part1"])
-    return {"train": ids[:cut1].tolist(), "eval_part1": ids[cut1:cut2].tolist(), "eval_part2": ids[cut2:].tolist()}
+    pools, start = {}, 0
+    for split in SPLITS:
+        end = len(ids) if split == SPLITS[-1] else start + int(len(ids) * SENTENCE_SHARE[split])
+        pools[split], start = ids[start:end].tolist(), end
+    return pools
+
+
+def _installed_vocoders() -> dict[str, list[str]]:
+    """The vocoders each split's `unknown` clips use: training ones, and held-out ones for eval_part3 only.
+
+    A held-out vocoder this machine cannot run is left out with a warning naming its package.
+    """
+    held_out = available_vocoders(HELD_OUT_VOCODERS)
+    for name in sorted(set(HELD_OUT_VOCODERS) - set(held_out)):
+        warnings.warn(f"vocoder {name} is not available (install {VOCODER_PACKAGES[name]}); eval_part3 uses "
+                      f"{held_out or 'human speech only'}")
+    train = list(TRAIN_VOCODERS)
+    return {"train": train, "eval_part1": train, "eval_part2": train, "eval_part3": held_out}
+
+
+def _plan_channels(job: ClipJob, rng) -> list[str]:
+    """The channel families a clip goes through: parity chains in train/, held-out families in eval_part2."""
+    chain = []
+    if job.split == "train":
+        if job.class_name != HUMAN_CLASS and rng.random() < NARROWBAND_SHARE:
+            chain.append(str(rng.choice(NARROWBAND_LINES)))
+        if rng.random() < TRAIN_ROOM_SHARE:
+            chain.insert(0, str(rng.choice(TRAIN_ROOMS)))
+        if rng.random() < TRAIN_CODEC_SHARE:
+            chain.append(str(rng.choice(TRAIN_CODECS)))
+    elif job.split == "eval_part2":
+        if rng.random() < HELD_OUT_IMPAIRMENT_SHARE:
+            chain.append(str(rng.choice(HELD_OUT_IMPAIRMENTS)))
+        chain.append(str(rng.choice(HELD_OUT_CODECS)))
+    return chain
 
 
 def _split_speakers(speakers: dict, rng) -> dict[str, str]:
-    """Human speakers to splits: within each package family, in turn train, eval1, eval2, train, train."""
+    """Human speakers to splits: within each package family, in turn as SPEAKER_PATTERN says."""
     families: dict[str, list[str]] = {}
     for speaker in sorted(speakers):
         families.setdefault(speaker.split("/")[0], []).append(speaker)
@@ -159,7 +215,8 @@ def _plan_synthetic(split, class_id, count, pool, rng) -> list[ClipJob]:
     return jobs
 
 
-def _plan_human(split, class_id, count, speakers: dict, rng) -> list[ClipJob]:
+def _plan_human(split, class_id, count, speakers: dict, vocoders: list[str], rng) -> list[ClipJob]:
+    """`unknown` clips: human segments, every VOCODED_EVERY-th resynthesised by one of `vocoders` in turn."""
     if not speakers:
         raise RuntimeError(f"no human speech recordings for {split}; run scripts/install_system_deps.sh")
     queues = {s: _segments(speakers[s], rng) for s in rng.permutation(sorted(speakers)).tolist()}
@@ -174,10 +231,10 @@ def _plan_human(split, class_id, count, speakers: dict, rng) -> list[ClipJob]:
                 taken[speaker] += 1
     jobs = []
     for i, (speaker, (pieces, target)) in enumerate(order):
-        resynth = i % GRIFFIN_LIM_EVERY == GRIFFIN_LIM_EVERY - 1
+        vocoder = vocoders[(i // VOCODED_EVERY) % len(vocoders)] if vocoders and i % VOCODED_EVERY else None
         jobs.append(ClipJob(
-            track="", split=split, class_id=class_id, engine="griffinlim" if resynth else "human",
-            voice="griffinlim" if resynth else speaker.split("/")[0], speaker=speaker, seed=_clip_seed(rng),
+            track="", split=split, class_id=class_id, engine=vocoder or "human",
+            voice=vocoder or speaker.split("/")[0], speaker=speaker, seed=_clip_seed(rng),
             pieces=pieces, target_s=target,
         ))
     return jobs
@@ -225,23 +282,22 @@ def render_clip(job: ClipJob, out: Path, spoken: dict | None = None) -> dict:
     """
     rng = np.random.default_rng(job.seed)
     voice = job.voice
-    if job.engine in ("human", "griffinlim"):
+    if job.engine == "human" or job.engine in VOCODERS:
         x = _human_segment(job, rng)
-        if job.engine == "griffinlim":
-            x, voice = _griffin_lim(x, rng)
+        if job.engine in VOCODERS:
+            x, voice = VOCODERS[job.engine](x, rng, SAMPLE_RATE)
         text_id, replaced = "", ""
     else:
         x, used, failed = _synthetic_clip(job, spoken or {})
         text_id, replaced = "+".join(str(t) for t in used), "+".join(str(t) for t in failed)
     x = normalize_loudness(_fit_length(x))
-    applied: list[str] = []
-    if job.split == "eval_part2":
-        x, applied = random_channel(x, rng, SAMPLE_RATE)
+    x, applied = apply_channels(x, job.channels, rng, SAMPLE_RATE)
     save_wav(out / job.split / job.track, x, SAMPLE_RATE)
     record = {
         "track": job.track, "split": job.split, "class_id": job.class_id, "class_name": job.class_name,
         "engine": job.engine, "voice": voice, "speaker": job.speaker, "text_id": text_id, "replaced": replaced,
-        "perturbations": "+".join(applied), "duration": round(len(x) / SAMPLE_RATE, 3),
+        "perturbations": "+".join(applied), "narrowband": int(is_narrowband(x, SAMPLE_RATE)),
+        "duration": round(len(x) / SAMPLE_RATE, 3),
     }
     atomic_write_json(out / ".build" / f"{Path(job.track).stem}.json", record)
     return record
@@ -295,16 +351,12 @@ def _human_segment(job: ClipJob, rng) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _griffin_lim(x: np.ndarray, rng) -> tuple[np.ndarray, str]:
-    """Resynthesise from the magnitude spectrogram alone: the phase is Griffin-Lim's estimate."""
-    import librosa
-
-    n_fft = int(rng.choice([512, 1024]))
-    n_iter = int(rng.choice([16, 32, 64]))
-    magnitude = np.abs(librosa.stft(x, n_fft=n_fft, hop_length=n_fft // 4))
-    y = librosa.griffinlim(magnitude, n_iter=n_iter, hop_length=n_fft // 4, n_fft=n_fft, length=len(x),
-                           init="random", random_state=int(rng.integers(2**31 - 1)))
-    return y.astype(np.float32), f"griffinlim(n_fft={n_fft},iter={n_iter})"
+def is_narrowband(x: np.ndarray, sample_rate: int, cutoff_hz: float = 4000.0, floor_db: float = -30.0) -> bool:
+    """True when the clip has almost no energy above `cutoff_hz` (under `floor_db` of its total)."""
+    power = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / sample_rate)
+    total = float(power.sum())
+    return total > 0 and float(power[freqs >= cutoff_hz].sum()) < total * 10 ** (floor_db / 10)
 
 
 def _fit_length(x: np.ndarray) -> np.ndarray:
@@ -459,21 +511,22 @@ def _write_tables(out: Path, records: pd.DataFrame, task: str) -> None:
 
 
 def _readme(records: pd.DataFrame, settings: dict, task: str, seconds: float, rendered: int) -> str:
-    counts = records.pivot_table(index="class_name", columns="split", values="track", aggfunc="count")
-    counts = counts.reindex(index=ATTRIBUTION_CLASSES, columns=list(SPLITS)).fillna(0).astype(int)
-    table = "\n".join(
-        ["| class | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]
-        + [f"| {c} | " + " | ".join(str(v) for v in counts.loc[c]) + " |" for c in counts.index]
-    )
+    table = _markdown(records.pivot_table(index="class_name", columns="split", values="track", aggfunc="count"), "{:d}")
+    narrowband = _markdown(records.pivot_table(index="class_name", columns="split", values="narrowband",
+                                               aggfunc="mean"), "{:.2f}")
     voices = records.groupby("split")["speaker"].unique()
     held_out = sorted(v.speaker for vs in CLASS_VOICES.values() for v in vs if v.held_out)
-    human = {s: sorted(x for x in voices.get(s, []) if "/" in x) for s in SPLITS}
+    humans = "\n".join(f"- {s}: " + ", ".join(sorted(x for x in voices.get(s, []) if "/" in x)) for s in SPLITS)
+    class_voices = {f"voices_{c}": ", ".join(v.name + (" (held out)" if v.held_out else "") for v in vs)
+                    for c, vs in CLASS_VOICES.items()}
+    part3 = sorted(set(records.loc[records.split == "eval_part3", "engine"]) & set(HELD_OUT_VOCODERS))
     return README_TEMPLATE.format(
-        table=table,
-        held_out=", ".join(held_out),
-        train_humans=", ".join(human["train"]),
-        eval1_humans=", ".join(human["eval_part1"]),
-        eval2_humans=", ".join(human["eval_part2"]),
+        table=table, narrowband=narrowband, held_out=", ".join(held_out), humans=humans,
+        axes="\n".join(f"  - `{part}`: {axis}" for part, axis in HELD_OUT_AXES.items()),
+        train_vocoders=", ".join(TRAIN_VOCODERS), held_out_vocoders=", ".join(part3) or "none installed",
+        narrowband_lines=", ".join(NARROWBAND_LINES), train_rooms=", ".join(TRAIN_ROOMS),
+        train_codecs=", ".join(TRAIN_CODECS), held_out_codecs=", ".join(HELD_OUT_CODECS),
+        held_out_impairments=", ".join(HELD_OUT_IMPAIRMENTS), **class_voices,
         task=task,
         classes=", ".join(f"{i} {c}" for i, c in enumerate(TASKS[task])),
         settings=", ".join(f"{k}={v}" for k, v in settings.items()),
@@ -481,6 +534,14 @@ def _readme(records: pd.DataFrame, settings: dict, task: str, seconds: float, re
         rendered=rendered,
         hours=records["duration"].sum() / 3600,
     )
+
+
+def _markdown(pivot: pd.DataFrame, fmt: str) -> str:
+    """A class x split pivot as a Markdown table, classes and splits in their usual order."""
+    pivot = pivot.reindex(index=ATTRIBUTION_CLASSES, columns=list(SPLITS)).fillna(0)
+    rows = [f"| {c} | " + " | ".join(fmt.format(int(v) if fmt == "{:d}" else v) for v in pivot.loc[c]) + " |"
+            for c in pivot.index]
+    return "\n".join(["| class | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)] + rows)
 
 
 def plan_summary(plan: list[ClipJob]) -> pd.DataFrame:

@@ -9,15 +9,15 @@ Synthetic speech attribution data built on this machine from real speech engines
 ## Layout (SP Cup 2022 style)
 
 - `train/` audio and `train/labels.csv` (`track,algorithm`, algorithm = integer class id)
-- `eval_part1/` audio (clean) and `labels_eval_part1.csv` beside it
-- `eval_part2/` audio and `labels_eval_part2.csv`: every clip went through 1 to 3 of reverberation
-  (RT60 0.2-0.8 s), white / pink / brown noise at 10-30 dB SNR and MP3 at 6-8 kbps (LAME's lowest bitrate
-  is 8 kbps, so 6 and 7 kbps are encoded at 8 kbps, 8 kHz); `metadata.csv` lists what each clip got
+- `eval_part1/`, `eval_part2/`, `eval_part3/` audio and `labels_eval_partK.csv` beside them; each part holds
+  one axis out of training entirely:
+{axes}
 - `metadata.csv`: track, split, class id and name, engine, voice, speaker, text id (into
   `voxtrace.data.corpus.sentences.sentence_list()`; `+` joins the sentences of one clip), replaced (the
   sentences the engine could not speak, each replaced by the next spare sentence of the same split),
-  perturbations, duration, and the detection label
-  (detect_id / detect_name: 0 bonafide = human speech, 1 spoof = everything synthetic, Griffin-Lim included)
+  perturbations (the channel families applied, in order, with their parameters), narrowband (1 when the clip
+  has almost no energy above 4 kHz), duration, and the detection label (detect_id / detect_name: 0 bonafide =
+  human speech, 1 spoof = everything synthetic, vocoded speech included)
 
 Track names are random hex ids: they say nothing about the class.
 
@@ -32,32 +32,40 @@ Track names are random hex ids: they say nothing about the class.
 
 | id | class | generator |
 |---|---|---|
-| 0 | espeak | espeak-ng formant synthesis: en-us, en-us+m1, en-us+m3, en-us+f1, en-gb, en-us+f3 |
-| 1 | clustergen | flite CLUSTERGEN statistical parametric voices: awb, slt, rms |
-| 2 | diphone | residual-excited LPC diphones: flite kal16, festival kal_diphone, lp_diphone, pc_diphone (Italian) and ked_diphone |
-| 3 | hts | festival HTS (HMM) voices cmu_us_slt_arctic_hts and upc_ca_ona_hts (Catalan) |
-| 4 | vits | Piper VITS en_US-joe-medium |
-| 5 | unknown | human speech from Debian packages, and Griffin-Lim resynthesis of it (every 4th clip) |
+| 0 | espeak | espeak-ng formant synthesis: {voices_espeak} |
+| 1 | clustergen | flite CLUSTERGEN statistical parametric voices: {voices_clustergen} |
+| 2 | diphone | residual-excited LPC diphones (flite / festival): {voices_diphone} |
+| 3 | hts | festival HTS (HMM) voices: {voices_hts} |
+| 4 | vits | Piper VITS: {voices_vits} |
+| 5 | unknown | human speech from Debian packages; every 2nd clip resynthesised by a vocoder: {train_vocoders} in train and parts 1-2, {held_out_vocoders} in part 3 only |
 
 Speaking rate varies by +-12 % per clip (and pitch for espeak). Each sentence is our own (a combinatorial
-list of 900); the sentences are split 60/20/20 between train, eval_part1 and eval_part2, so no sentence is
-in two splits.
+list of 900), split 55/15/15/15 between train and the three parts, so no sentence is in two splits.
 
-## Voice and speaker hold-out
+## Voices: held out
 
 A model must attribute the synthesis method, not the voice, so the evaluation parts contain voices that
 train never has: {held_out}. Half of the evaluation clips of a multi-voice class use a held-out voice, the
 other half a training voice (with unseen sentences). The human speakers are disjoint between splits:
 
-- train: {train_humans}
-- eval_part1: {eval1_humans}
-- eval_part2: {eval2_humans}
+{humans}
+
+## Channels: parity in train, held out in part 2
+
+In `train/` every class meets the same channels, so no channel property tells the classes apart: a share of
+the synthetic clips goes through a narrowband line ({narrowband_lines}) as human recordings come narrowband,
+then clips of every class go through a room or noise ({train_rooms}) and a codec ({train_codecs}) equally
+often. Train-time augmentation draws from the same training families. `eval_part2` uses only the held-out
+families: a codec ({held_out_codecs}) on every clip, and on some an impairment ({held_out_impairments}).
+Narrowband share per class and split (parity check):
+
+{narrowband}
 
 Human recordings longer than 6 s are cut into segments; shorter ones (words, letters, game lines) of one
 speaker are joined with short pauses into 2-6 s segments. Most human speech here is not English (Czech and
 Dutch game dialogue, letters and words in many languages) while every engine speaks English: a model may
-partly learn language as a cue for `unknown`; English human speech (Allison's telephone prompts, English
-game voices, letters and words) is present in train to soften that.
+partly learn language as a cue for `unknown`; the vocoded `unknown` clips are resynthesised from the same
+recordings, so language alone does not separate `unknown` from the known generators.
 
 This build rendered {rendered} clips in {minutes:.1f} minutes (clips already present were kept).
 """
