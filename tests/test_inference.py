@@ -1,12 +1,14 @@
 """Ensemble math, windowed prediction, bad files, checkpoints, pseudo-labels, open-set rejection, submissions."""
 
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 
-from fixtures_inference import save_run, tiny_cfg, write_bad_files, write_clips
+from fixtures_inference import DURATION, save_run, tiny_cfg, write_bad_files, write_clips
 from voxtrace.data.audio import load_audio
 from voxtrace.inference.checkpoints import discover_runs
 from voxtrace.inference.ensemble import Aggregator, Ensemble, aggregate, parse_weights
@@ -177,3 +179,54 @@ def test_answer_zip_content(tmp_path):
     with zipfile.ZipFile(tmp_path / "answer.zip") as archive:
         assert archive.namelist() == ["answer.txt"]
         assert archive.read("answer.txt").decode() == "a.wav,0\nb.wav,1\nc.wav,1\n"
+
+
+def _noise_wav(path, seconds, rate=16000, seed=0):
+    x = 0.3 * np.random.default_rng(seed).standard_normal(int(seconds * rate))
+    sf.write(path, x.astype(np.float32), rate)
+    return path
+
+
+@pytest.mark.parametrize("tta", [1, 3])
+def test_long_files_are_streamed_span_by_span_with_the_windows_of_the_whole_file(tmp_path, monkeypatch, tta):
+    """Files over max_duration are read in bounded spans, and score exactly as when decoded whole."""
+    import voxtrace.data.audio as audio_module
+
+    cfg = tiny_cfg()
+    (model,) = save_run(tmp_path / "run", cfg)
+    (tmp_path / "audio").mkdir()
+    # lengths around span and window boundaries (0.5 s spans hold 4 windows of 0.25 s every 0.125 s)
+    paths = [_noise_wav(tmp_path / "audio" / f"n{i}.wav", s, seed=i) for i, s in enumerate([0.2, 2.0, 2.03, 3.1, 2.13])]
+    whole, whole_errors = predict_files(model, cfg, paths, tta=tta, progress=False)
+    reads = []
+    original = audio_module.load_audio
+
+    def spy(path, sample_rate=16000, offset=0.0, duration=None, **kwargs):
+        reads.append((Path(path).name, duration))
+        return original(path, sample_rate, offset, duration, **kwargs)
+
+    monkeypatch.setattr(audio_module, "load_audio", spy)
+    streamed, errors = predict_files(model, cfg, paths, tta=tta, progress=False, max_duration=0.5)
+    assert errors == whole_errors == {}
+    np.testing.assert_array_equal(streamed, whole)
+    long_reads = [d for name, d in reads if name != "n0.wav"]
+    assert long_reads and all(d is not None and d <= 0.5 + DURATION for d in long_reads)
+    assert sum(1 for name, _ in reads if name == "n3.wav") == 6  # spans every 0.5 s, the last from 2.5 s to the end
+
+
+def test_streamed_file_at_another_rate_matches_up_to_span_edges(tmp_path):
+    cfg = tiny_cfg()
+    (model,) = save_run(tmp_path / "run", cfg)
+    path = _noise_wav(tmp_path / "hi.wav", 2.6, rate=44100)
+    whole, _ = predict_files(model, cfg, [path], progress=False)
+    streamed, _ = predict_files(model, cfg, [path], progress=False, max_duration=0.5)
+    np.testing.assert_allclose(streamed, whole, atol=1e-3)
+
+
+def test_tta_offsets_depend_on_the_file_not_on_its_neighbours(tmp_path):
+    cfg = tiny_cfg()
+    (model,) = save_run(tmp_path / "run", cfg)
+    clips = write_clips(tmp_path / "audio", n=4, seconds=(0.3, 1.2))
+    together, _ = predict_files(model, cfg, clips, tta=3, progress=False)
+    alone, _ = predict_files(model, cfg, clips[2:3], tta=3, progress=False)
+    np.testing.assert_array_equal(alone[0], together[2])
