@@ -266,3 +266,38 @@ def test_checkpoint_features_are_the_penultimate_layer(tmp_path):
                                             cfg.audio.window_hop, cfg.audio.pad_mode).numpy() for p in paths])
     assert len(windows) == len(paths)
     assert features["embeddings"] == pytest.approx(head.predict_on_batch(windows), abs=1e-4)
+
+
+def test_open_set_benchmark_on_a_tiny_corpus(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from voxtrace.models import build_classifier
+
+    spec = importlib.util.spec_from_file_location(
+        "open_set_benchmark", Path(__file__).parents[1] / "benchmarks" / "open_set.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    cfg = Config.from_dict({"model": {"name": "cnn4", "num_features": 8}, "features": {"img_size": [32, 64]},
+                            "audio": {"duration": 0.25}, "infer": {"batch_size": 8}})
+    run = tmp_path / "runs" / "cnn4-32x64"
+    (run / "ckpt").mkdir(parents=True)
+    build_classifier(cfg).save(run / "ckpt" / "model.keras")
+    cfg.save(run / "cfg" / "config.yaml")
+    rows = []
+    for split, class_ids in (("train", [0, 1, 2, 3, 4, 5] * 2), ("eval_part1", [0, 1, 2, 3, 4, 0, 1, 2]),
+                             ("eval_part3", [5] * 4)):
+        paths = write_clips(tmp_path / "data" / split, n=len(class_ids), seconds=(0.1, 0.3), seed=len(rows))
+        rows += [{"track": p.name, "split": split, "class_id": c} for p, c in zip(paths, class_ids)]
+    pd.DataFrame(rows).to_csv(tmp_path / "data" / "metadata.csv", index=False)
+    table = benchmark.main(["--model-dir", str(tmp_path / "runs"), "--data", str(tmp_path / "data"), "--k", "3"])
+    out = capsys.readouterr().out
+    # eval_part3 is all unknown: every other known clip of eval_part1 (4 of 8) becomes its known side
+    assert "4 known clips of eval_part1 join it" in out
+    assert "reference: 10 clips, calibration: 4 clips, test: 8 clips" in out
+    assert table["score"].tolist() == ["maxprob", "energy", "knn", "mahalanobis"]
+    assert table["auroc"].between(0, 1).all() and table["fpr_at_95_tpr"].between(0, 1).all()
+    rows = table.set_index("score")
+    best = rows["fpr_at_95_tpr"].idxmin()
+    assert out.strip().splitlines()[-1].startswith("headline: fpr95_ratio=")
+    assert f"({best} {rows.loc[best, 'fpr_at_95_tpr']:.3f} / maxprob {rows.loc['maxprob', 'fpr_at_95_tpr']:.3f})" in out

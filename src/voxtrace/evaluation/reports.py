@@ -221,9 +221,8 @@ def open_set_scores(y_true, y_pred, probs, classes, unknown_class: str, meta: pd
     meta = pd.DataFrame(index=range(len(y_true))) if meta is None else meta
     if "detect_id" in meta.columns:
         detect = pd.to_numeric(meta["detect_id"], errors="coerce").to_numpy()
-        out["unknown_recall_by_origin"] = {
-            origin: _recall(caught, is_unknown & (detect == value)) for origin, value in (("human", 0), ("synthetic", 1))
-        }
+        origins = (("human", 0), ("synthetic", 1))
+        out["unknown_recall_by_origin"] = {name: _recall(caught, is_unknown & (detect == v)) for name, v in origins}
     else:
         notes.append("unknown recall by origin needs a `detect_id` metadata column (0 human, 1 synthetic)")
     if "engine" in meta.columns:
