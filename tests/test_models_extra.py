@@ -20,7 +20,8 @@ from voxtrace.models.raw import SincConv1D, backbone_input_shape, waveform_model
 
 def test_families_are_registered():
     assert {"ast_tiny", "ast_small", "ast_base"} <= set(list_models("ast_*"))
-    assert waveform_models() == ["rawnet2", "rawnet2_tiny", "wav2vec_conv", "wav2vec_conv_tiny"]
+    assert waveform_models() == ["rawnet2", "rawnet2_tiny", "wav2vec_conv", "wav2vec_conv_tiny", "whisper_base",
+                                 "whisper_small", "whisper_tiny_en"]
     assert not get_entry("ast_tiny").waveform and get_entry("rawnet2_tiny").waveform
 
 

@@ -121,6 +121,7 @@ class ModelConfig:
     freeze_bn: bool = False
     disable_bn: bool = False
     bn_momentum: float | None = None  # BatchNorm moving-average momentum (null: the backbone's; 0.9 suits short runs from scratch)
+    options: dict = field(default_factory=dict)  # backbone keyword arguments, e.g. {trainable_blocks: 0}
 
 
 @dataclass
@@ -307,6 +308,9 @@ class Config:
         m = self.model
         _range("model.num_features", m.num_features, 1, None)
         _range("model.dropout", m.dropout, 0.0, 0.99)
+        if not isinstance(m.options, dict):
+            raise ConfigError(f"model.options must be a mapping of backbone arguments. "
+                              f"Received: model.options={m.options!r}")
         if m.bn_momentum is not None:
             _range("model.bn_momentum", m.bn_momentum, 0.0, 0.9999)
         t = self.train

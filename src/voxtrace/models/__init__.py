@@ -9,7 +9,7 @@ Backbones return 4-D feature maps `[B, h, w, C]`, except sequence models (`mobil
 return pooled vectors `[B, D]`; the head handles both.
 """
 
-from voxtrace.models import applications, ast, nfnet, raw, resnest, resnet_rs, small  # noqa: F401  (register models)
+from voxtrace.models import applications, ast, nfnet, raw, resnest, resnet_rs, small, whisper  # noqa: F401  (register models)
 from voxtrace.models.classifier import build_classifier, classification_head, fix_batchnorm
 from voxtrace.models.nfnet import AGC_EXEMPT, adaptive_clip_gradients, is_agc_exempt
 from voxtrace.models.registry import create_model, get_entry, list_models, register_model

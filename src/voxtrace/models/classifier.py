@@ -72,7 +72,7 @@ def build_classifier(cfg, frontend: layers.Layer | None = None, spec_augment: la
             spec_augment = layers.Identity(name="no_spec_augment") if raw else features.SpecAugment(cfg.augment)
     waveforms = keras.Input((cfg.num_samples,), dtype="float32", name="waveform")
     images = spec_augment(frontend(waveforms))
-    backbone = create_model(cfg.model.name, input_shape, pretrain=cfg.model.pretrain)
+    backbone = create_model(cfg.model.name, input_shape, pretrain=cfg.model.pretrain, **cfg.model.options)
     probs = classification_head(backbone(images), cfg.num_classes, cfg.model.num_features, cfg.model.dropout)
     model = keras.Model(waveforms, probs, name=cfg.run_name)
     fix_batchnorm(backbone, freeze=cfg.model.freeze_bn, disable=cfg.model.disable_bn, momentum=cfg.model.bn_momentum)

@@ -33,6 +33,10 @@ def build_with_pretrain(entry, input_shape: tuple, pretrain: str | None, kwargs:
         return entry.builder(input_shape, **kwargs)
     if pretrain in IMAGENET_TAGS:
         return _build_imagenet(entry, input_shape, pretrain, kwargs)
+    if pretrain == "whisper" or str(pretrain).lower().endswith((".bin", ".safetensors")):
+        from voxtrace.models.whisper_weights import build_whisper_pretrained
+
+        return build_whisper_pretrained(entry, input_shape, pretrain, kwargs)
     model = entry.builder(input_shape, **kwargs)
     load_weights_file(model, pretrain)
     return model
@@ -98,8 +102,8 @@ def load_weights_file(model: keras.Model, path: str | os.PathLike) -> keras.Mode
     name = path.name.lower()
     if not name.endswith(WEIGHT_SUFFIXES):
         raise PretrainError(
-            f"model.pretrain must be null, one of {list(IMAGENET_TAGS)} or a weights file ending in "
-            f"{list(WEIGHT_SUFFIXES)}. Received: pretrain={str(path)!r}"
+            f"model.pretrain must be null, one of {list(IMAGENET_TAGS)}, 'whisper' or a weights file ending in "
+            f"{list(WEIGHT_SUFFIXES)} (Whisper backbones: .bin, .safetensors). Received: pretrain={str(path)!r}"
         )
     if not path.is_file():
         raise PretrainError(f"weights file not found: {path} (from model.pretrain)")

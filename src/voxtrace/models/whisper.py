@@ -1,0 +1,268 @@
+"""The Whisper encoder (Radford et al. 2022) as a waveform backbone: 16 kHz waveforms -> pooled features.
+
+The model holds Whisper's own front-end (`WhisperLogMel`: 80 log-mel bins from a 400-point STFT every 160
+samples, log10 floored 8 below each clip's maximum, then `(x + 4) / 4`), two GELU convolutions (the second
+halves the frame rate), the sinusoidal position table sliced to the clip's length (clips are not padded to
+30 s), pre-norm Transformer blocks and a final LayerNorm. The frames are pooled to one vector (mean and
+standard deviation by default) for the voxtrace head.
+
+Registered as `whisper_tiny_en` (alias `whisper_tiny`), `whisper_base` and `whisper_small`; any other size
+is the same builder with `width`, `num_layers` and `num_heads` (and `n_mels=128` for large-v3). Weights come
+from local files only (`voxtrace.models.whisper_weights`, `model.pretrain: whisper`). Training options:
+
+* `trainable_blocks`: None trains everything; `k` freezes the front-end, the convolutions and all but the
+  last `k` blocks (0: frozen encoder, only the head learns).
+* `layer_weights`: True replaces the last block's output by a softmax-weighted sum of every hidden state
+  (the SUPERB recipe), each layer-normalised without learned scale first.
+* `pooling`: `mean_std` (mean and standard deviation over frames, `[B, 2 * width]`) or `mean` (`[B, width]`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from voxtrace.features.frontends import mel_filterbank, stft_window, windowed_frames
+from voxtrace.models.raw import _waveform_input
+from voxtrace.models.registry import register_alias, register_model
+
+MAX_POSITIONS = 1500  # 30 s of audio at 50 encoder frames per second
+LAYER_NORM_EPSILON = 1e-5
+POOLINGS = ("mean_std", "mean")
+WHISPER_SIZES = {  # width, num_layers, num_heads of the published encoders
+    "tiny": (384, 4, 6),
+    "base": (512, 6, 8),
+    "small": (768, 12, 12),
+    "medium": (1024, 24, 16),
+    "large": (1280, 32, 20),
+}
+
+
+def whisper_log_mel_numpy(waveform, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160,
+                          sample_rate: int = 16000) -> np.ndarray:
+    """Whisper's log-mel features of one waveform `[N]` as `[n_mels, N // hop_length]`, in numpy (float64).
+
+    The reference `WhisperLogMel` is tested against, and the features fed to other Whisper runtimes.
+    """
+    x = np.asarray(waveform, dtype=np.float64)
+    padded = np.pad(x, n_fft // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length][:-1]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2
+    mel = power @ mel_filterbank(sample_rate, n_fft, n_mels, 0.0, sample_rate / 2).astype(np.float64)
+    log = np.log10(np.maximum(mel, 1e-10))
+    log = np.maximum(log, log.max() - 8.0)
+    return ((log + 4.0) / 4.0).T
+
+
+@keras.saving.register_keras_serializable(package="voxtrace")
+class WhisperLogMel(layers.Layer):
+    """Whisper's front-end: waveforms `[B, N]` or `[B, N, 1]` -> log-mel frames `[B, N // hop_length, n_mels]`.
+
+    Frames are centred with reflect padding and a periodic Hann window, the last frame is dropped (as Whisper
+    does), power goes through a Slaney mel filterbank from 0 Hz to Nyquist, then log10 floored at 1e-10 and
+    at 8 below the clip's maximum, and `(x + 4) / 4`.
+    """
+
+    def __init__(self, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160, sample_rate: int = 16000,
+                 **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.n_mels, self.n_fft, self.hop_length = int(n_mels), int(n_fft), int(hop_length)
+        self.sample_rate = int(sample_rate)
+        self._window = stft_window("hann", self.n_fft, self.n_fft)
+        self._filters = mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, 0.0, self.sample_rate / 2)
+
+    def call(self, inputs):
+        x = tf.cast(inputs, tf.float32)
+        if len(x.shape) == 3:
+            x = x[..., 0]
+        if x.shape[-1] is None or x.shape[-1] <= self.n_fft // 2:
+            raise ValueError(f"WhisperLogMel needs a static length above n_fft / 2 = {self.n_fft // 2} samples. "
+                             f"Received: shape={list(x.shape)}")
+        half = self.n_fft // 2
+        x = tf.pad(x, [[0, 0], [half, half]], mode="REFLECT")
+        frames = windowed_frames(x, self._window, self.hop_length)[:, :-1]
+        power = tf.math.square(tf.math.abs(tf.signal.rfft(frames, [self.n_fft])))
+        log = tf.math.log(tf.maximum(tf.matmul(power, self._filters), 1e-10)) / math.log(10.0)
+        log = tf.maximum(log, tf.reduce_max(log, axis=[1, 2], keepdims=True) - 8.0)
+        return (log + 4.0) / 4.0
+
+    def compute_output_shape(self, input_shape):
+        frames = None if input_shape[1] is None else input_shape[1] // self.hop_length
+        return (input_shape[0], frames, self.n_mels)
+
+    def get_config(self):
+        return {**super().get_config(), "n_mels": self.n_mels, "n_fft": self.n_fft,
+                "hop_length": self.hop_length, "sample_rate": self.sample_rate}
+
+
+def sinusoids(length: int, channels: int) -> np.ndarray:
+    """Whisper's position table `[length, channels]`: sines then cosines over geometric timescales 1..10000."""
+    increment = math.log(10000) / (channels // 2 - 1)
+    inv_timescales = np.exp(-increment * np.arange(channels // 2))
+    scaled = np.arange(length)[:, None] * inv_timescales[None, :]
+    return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="voxtrace")
+class WhisperPositions(layers.Layer):
+    """Adds the first `T` rows of the (fixed) position table to frames `[B, T, D]`, `T <= max_positions`."""
+
+    def __init__(self, max_positions: int = MAX_POSITIONS, **kwargs):
+        super().__init__(**kwargs)
+        self.max_positions = int(max_positions)
+
+    def build(self, input_shape):
+        steps, dim = input_shape[1], int(input_shape[-1])
+        if steps is not None and steps > self.max_positions:
+            raise ValueError(f"Whisper encodes at most {self.max_positions} frames (30 s of audio). "
+                             f"Received: {steps} frames")
+        self.table = self.add_weight(name="table", shape=(self.max_positions, dim), trainable=False,
+                                     initializer=keras.initializers.Constant(sinusoids(self.max_positions, dim)))
+
+    def call(self, x):
+        return x + ops.cast(self.table[: ops.shape(x)[1]], x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "max_positions": self.max_positions}
+
+
+@keras.saving.register_keras_serializable(package="voxtrace")
+class WeightedLayerSum(layers.Layer):
+    """Softmax-weighted sum of hidden states `L x [B, T, D] -> [B, T, D]` (one learned logit per state).
+
+    With `normalize`, each state is layer-normalised (no learned scale) before weighting, so that the
+    growing residual stream of deep layers does not outweigh the others.
+    """
+
+    def __init__(self, normalize: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.normalize = bool(normalize)
+
+    def build(self, input_shape):
+        self.logits = self.add_weight(name="logits", shape=(len(input_shape),), initializer="zeros")
+
+    def call(self, states):
+        stacked = ops.stack(states, axis=0)
+        if self.normalize:
+            mean = ops.mean(stacked, axis=-1, keepdims=True)
+            var = ops.var(stacked, axis=-1, keepdims=True)
+            stacked = (stacked - mean) * ops.rsqrt(var + LAYER_NORM_EPSILON)
+        weights = ops.cast(ops.softmax(self.logits), stacked.dtype)
+        return ops.tensordot(weights, stacked, axes=1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "normalize": self.normalize}
+
+
+@keras.saving.register_keras_serializable(package="voxtrace")
+class MeanStdPooling1D(layers.Layer):
+    """Statistics pooling over time: `[B, T, D] -> [B, 2D]`, the mean then the standard deviation."""
+
+    def call(self, x):
+        mean = ops.mean(x, axis=1)
+        std = ops.sqrt(ops.maximum(ops.var(x, axis=1), 0.0) + LAYER_NORM_EPSILON)
+        return ops.concatenate([mean, std], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="voxtrace")
+class FrozenAwareAttention(layers.MultiHeadAttention):
+    """MultiHeadAttention whose `trainable=False` also covers the projections it builds: Keras' own layer builds
+    them trainable when a frozen attention layer is loaded from a .keras file."""
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        super().build(query_shape, value_shape, key_shape)
+        if not self.trainable:
+            for projection in self._layers:
+                projection.trainable = False
+
+
+def encoder_block(x, width: int, num_heads: int, name: str):
+    """Pre-norm Transformer block: `x + attention(norm(x))`, then `x + mlp(norm(x))` (GELU, 4x width)."""
+    y = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=f"{name}_attn_norm")(x)
+    y = FrozenAwareAttention(num_heads, width // num_heads, name=f"{name}_attn")(y, y)
+    x = layers.Add(name=f"{name}_attn_add")([x, y])
+    y = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=f"{name}_mlp_norm")(x)
+    y = layers.Dense(4 * width, activation="gelu", name=f"{name}_mlp1")(y)
+    y = layers.Dense(width, name=f"{name}_mlp2")(y)
+    return layers.Add(name=f"{name}_mlp_add")([x, y])
+
+
+def whisper_encoder(input_shape, name: str, width: int, num_layers: int, num_heads: int, n_mels: int = 80,
+                    trainable_blocks: int | None = None, layer_weights: bool = False,
+                    pooling: str = "mean_std", sample_rate: int = 16000) -> keras.Model:
+    """Waveforms (any input shape, read as one mono 16 kHz waveform) -> pooled encoder features."""
+    width, num_layers, num_heads = int(width), int(num_layers), int(num_heads)
+    if width % num_heads:
+        raise ValueError(f"width must be a multiple of num_heads. Received: width={width}, num_heads={num_heads}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {list(POOLINGS)}. Received: pooling={pooling!r}")
+    if trainable_blocks is not None and not 0 <= int(trainable_blocks) <= num_layers:
+        raise ValueError(f"trainable_blocks must be None or within [0, num_layers={num_layers}]. "
+                         f"Received: trainable_blocks={trainable_blocks}")
+    if sample_rate != 16000:
+        raise ValueError(f"Whisper reads 16 kHz audio. Received: sample_rate={sample_rate}")
+    hop = 160
+    inputs, waveform = _waveform_input(input_shape, 2 * hop, name)
+    num_frames = math.prod(int(s) for s in input_shape) // hop
+    if -(-num_frames // 2) > MAX_POSITIONS:
+        raise ValueError(f"{name} encodes at most 30 s of audio ({MAX_POSITIONS * 2 * hop} samples). "
+                         f"Received: input_shape={list(input_shape)}")
+    x = WhisperLogMel(n_mels=n_mels, hop_length=hop, sample_rate=sample_rate, name="logmel")(waveform)
+    x = layers.Conv1D(width, 3, padding="same", activation="gelu", name="conv1")(x)
+    x = layers.ZeroPadding1D(1, name="conv2_pad")(x)
+    x = layers.Conv1D(width, 3, strides=2, activation="gelu", name="conv2")(x)
+    x = WhisperPositions(MAX_POSITIONS, name="positions")(x)
+    states = [x]
+    for i in range(num_layers):
+        states.append(encoder_block(states[-1], width, num_heads, name=f"block{i}"))
+    states[-1] = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="final_norm")(states[-1])
+    x = WeightedLayerSum(name="layer_sum")(states) if layer_weights else states[-1]
+    pool = MeanStdPooling1D(name="pool") if pooling == "mean_std" else layers.GlobalAveragePooling1D(name="pool")
+    model = keras.Model(inputs, pool(x), name=name)
+    if trainable_blocks is not None:
+        freeze_encoder(model, num_layers - int(trainable_blocks))
+    return model
+
+
+def freeze_encoder(model: keras.Model, frozen_blocks: int) -> None:
+    """Freeze the front-end, the convolutions and the first `frozen_blocks` blocks (and the final LayerNorm
+    when every block is frozen); the layer weights and pooling stay trainable."""
+    num_layers = sum(1 for layer in model.layers if layer.name.endswith("_mlp_add"))
+    frozen = {"logmel", "conv1", "conv2", "positions"}
+    if frozen_blocks >= num_layers:
+        frozen.add("final_norm")
+    prefixes = tuple(f"block{i}_" for i in range(frozen_blocks))
+    for layer in model.layers:
+        if layer.name in frozen or layer.name.startswith(prefixes):
+            layer.trainable = False
+
+
+def _register(size: str, registered_name: str) -> None:
+    default_width, default_layers, default_heads = WHISPER_SIZES[size]
+
+    def builder(input_shape, width=default_width, num_layers=default_layers, num_heads=default_heads, n_mels=80,
+                trainable_blocks=None, layer_weights=False, pooling="mean_std", sample_rate=16000):
+        return whisper_encoder(input_shape, registered_name, width, num_layers, num_heads, n_mels,
+                               trainable_blocks, layer_weights, pooling, sample_rate)
+
+    builder.__name__ = registered_name
+    builder.__doc__ = (f"The Whisper {size} encoder ({default_width} wide, {default_layers} blocks, "
+                       f"{default_heads} heads) over 16 kHz waveforms.")
+    register_model(builder, name=registered_name, family="whisper", waveform=True)
+
+
+for _size, _name in (("tiny", "whisper_tiny_en"), ("base", "whisper_base"), ("small", "whisper_small")):
+    _register(_size, _name)
+register_alias("whisper_tiny", "whisper_tiny_en")  # tiny and tiny.en share the encoder's shapes
