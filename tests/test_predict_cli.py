@@ -1,5 +1,10 @@
 """predict.py / generate_pseudo.py / voxtrace evaluate end to end on tiny saved `build_classifier` models."""
 
+import json
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 
 import numpy as np
@@ -9,6 +14,7 @@ import pytest
 from fixtures_inference import save_run, tiny_cfg, write_bad_files, write_clips
 from voxtrace.cli import main_for
 from voxtrace.config import Config
+from voxtrace.inference.ensemble import Ensemble
 from voxtrace.inference.pseudo import read_pseudo_csv
 
 
@@ -109,3 +115,103 @@ def test_pseudo_rounds_and_evaluate(workspace, tmp_path):
     assert main_for("evaluate", ["--pred", str(pred), "--labels", str(tmp_path / "labels.csv"),
                                  "--out", str(tmp_path / "eval")]) == 0
     assert (tmp_path / "eval" / "report.json").is_file() and (tmp_path / "eval" / "confusion_matrix.png").is_file()
+
+
+def _predict_args(root, out, *extra):
+    return ["--model-dir", str(root / "supervised"), "--infer-path", str(root / "eval1"), "--infer-path",
+            str(root / "eval2"), "--output", str(out), "--probs", "--no-open-set", "--verbose", "0", *extra]
+
+
+def test_tta_probabilities_equal_the_ensemble_and_evaluate_counts_hits(workspace, tmp_path):
+    root, cfg, good, _ = workspace
+    clips = [p for p in good if p.parent.name == "eval1"]  # unique track names
+    out = tmp_path / "pred.csv"
+    args = ["--model-dir", str(root / "supervised"), "--infer-path", str(root / "eval1"), "--output", str(out),
+            "--probs", "--no-open-set", "--tta", "2", "--verbose", "0"]
+    assert main_for("predict", args) == 0
+    frame = pd.read_csv(out, keep_default_na=False).set_index("track")
+    expected = Ensemble(root / "supervised", tta=2).predict(clips, progress=False).probs
+    written = frame.loc[[p.name for p in clips], cfg.classes].to_numpy(dtype=float)
+    np.testing.assert_allclose(written, expected, atol=1e-6)
+    assert (frame.loc[[p.name for p in clips], "algorithm"].astype(int) == expected.argmax(1)).all()
+
+    # labels: the predicted class for every other clip, another class for the rest
+    predicted = frame.loc[[p.name for p in clips], "algorithm"].astype(int)
+    labels = [cfg.classes[a if i % 2 == 0 else (a + 1) % len(cfg.classes)] for i, a in enumerate(predicted)]
+    pd.DataFrame({"track": predicted.index, "label": labels}).to_csv(tmp_path / "labels.csv", index=False)
+    assert main_for("evaluate", ["--pred", str(out), "--labels", str(tmp_path / "labels.csv"),
+                                 "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    pred_csv, labels_csv = pd.read_csv(out, keep_default_na=False), pd.read_csv(tmp_path / "labels.csv")
+    joined = pred_csv[pred_csv["algorithm"] != ""].merge(labels_csv, on="track")
+    hits = sum(cfg.classes[int(a)] == label for a, label in zip(joined["algorithm"], joined["label"]))
+    assert len(joined) == len(clips) and hits == (len(clips) + 1) // 2
+    assert report["acc"] == pytest.approx(hits / len(joined))
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(workspace, tmp_path, monkeypatch, capsys):
+    root, _, good, bad = workspace
+    reference = tmp_path / "reference" / "pred.csv"
+    assert main_for("predict", _predict_args(root, reference, "--tta", "2")) == 0
+
+    out = tmp_path / "run" / "pred.csv"
+    partial = out.with_name("pred.csv.partial")
+    scored = []
+    original = Ensemble.predict
+
+    def predict_then_die(self, paths, progress=True):
+        if scored:
+            raise KeyboardInterrupt  # the second chunk never finishes
+        scored.append(len(paths))
+        return original(self, paths, progress)
+
+    monkeypatch.setattr(Ensemble, "predict", predict_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        main_for("predict", _predict_args(root, out, "--tta", "2", "--save-every", "4"))
+    assert not out.exists() and partial.is_file()
+    rows = partial.read_text().splitlines()
+    assert len(rows) == 2 + 4 and rows[0].startswith("# voxtrace predict ")
+    with partial.open("a") as fh:
+        fh.write(f"{good[-1]},0.5,0.2")  # a row cut short by a kill
+    monkeypatch.setattr(Ensemble, "predict", original)
+
+    capsys.readouterr()
+    assert main_for("predict", _predict_args(root, out, "--tta", "2")) == 2  # no silent restart over it
+    assert "--resume" in capsys.readouterr().err and partial.is_file()
+    assert main_for("predict", _predict_args(root, out, "--tta", "3", "--resume")) == 2
+    assert "tta: 2 there, 3 now" in capsys.readouterr().err
+
+    resumed = []
+    monkeypatch.setattr(Ensemble, "predict", lambda self, paths, progress=True: resumed.extend(paths)
+                        or original(self, paths, progress))
+    assert main_for("predict", _predict_args(root, out, "--tta", "2", "--resume")) == 0
+    assert len(resumed) == len(good) + len(bad) - 4
+    assert out.read_bytes() == reference.read_bytes()
+    assert (out.parent / "answer.zip").is_file() and not partial.exists()
+
+
+@pytest.mark.slow
+def test_killed_subprocess_resumes(workspace, tmp_path):
+    """SIGKILL a `predict.py` process once it has saved rows; --resume completes it to the same CSV."""
+    root, _, good, bad = workspace
+    reference = tmp_path / "reference" / "pred.csv"
+    assert main_for("predict", _predict_args(root, reference)) == 0
+    out = tmp_path / "run" / "pred.csv"
+    partial = out.with_name("pred.csv.partial")
+    proc = subprocess.Popen([sys.executable, "predict.py", *_predict_args(root, out, "--save-every", "1")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if partial.is_file() and len(partial.read_bytes().splitlines()) >= 2 + 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "predict.py finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    kept = len(partial.read_bytes().splitlines()) - 2
+    assert 2 <= kept < len(good) + len(bad) and not out.exists()
+    assert main_for("predict", _predict_args(root, out, "--resume")) == 0
+    assert out.read_bytes() == reference.read_bytes()
