@@ -3,7 +3,7 @@
 A config is built from YAML files (a file may name a ``base:`` file it extends) plus dotted CLI overrides
 (``train.epochs=3``), then validated before any work starts. Every key is a dataclass field below, so an
 unknown key, a value of the wrong type or a value out of range is refused with the dotted key and what is
-allowed. ``Config.to_dict()`` round-trips through ``Config.from_dict()``; each run saves its resolved
+allowed. NaN and infinity are refused in every numeric key. ``Config.to_dict()`` round-trips through ``Config.from_dict()``; each run saves its resolved
 config beside its checkpoints.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -246,6 +247,8 @@ class Config:
     # ---- validation -----------------------------------------------------------------------------------
     def validate(self) -> None:
         """Refuse values out of range, naming the key and what is allowed."""
+        _check_finite(self)
+        _range("seed", self.seed, 0, MAX_SEED)
         _choice("task", self.task, ["attribute", "detect"])
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ConfigError(f"classes must be at least two distinct names. Received: classes={self.classes}")
@@ -256,10 +259,15 @@ class Config:
         d = self.data
         _choice("data.dataset", d.dataset, ["demo", "spcup22", "asvspoof19", "folder", "csv"])
         _range("data.folds", d.folds, 2, None)
+        if not d.selected_folds or len(set(d.selected_folds)) != len(d.selected_folds):
+            raise ConfigError(f"data.selected_folds must name one or more distinct folds. "
+                              f"Received: data.selected_folds={d.selected_folds}")
         for k in d.selected_folds:
             if not 0 <= k < d.folds:
                 raise ConfigError(f"data.selected_folds: fold {k} is outside 0..{d.folds - 1} (data.folds={d.folds})")
         _range("data.pseudo_weight", d.pseudo_weight, 0.0, None)
+        if d.max_files is not None:
+            _range("data.max_files", d.max_files, 1, None)
         for k, part in enumerate(d.pseudo_parts):
             _range(f"data.pseudo_parts[{k}]", part, 1, None)
         a = self.audio
@@ -318,10 +326,18 @@ class Config:
         _range("train.batch_size", t.batch_size, 1, None)
         _choice("train.loss", t.loss, ["CCE", "BCE", "Focal"])
         _range("train.label_smoothing", t.label_smoothing, 0.0, 0.5)
+        _range("train.focal_gamma", t.focal_gamma, 0.0, None)
+        _range("train.focal_alpha", t.focal_alpha, 0.0, 1.0)
+        _range("train.weight_decay", t.weight_decay, 0.0, None)
         _choice("train.optimizer", t.optimizer, ["Adam", "AdamW", "SGD", "RectifiedAdam"])
         _choice("train.scheduler", t.scheduler, ["exp", "cosine", "step", "constant"])
         for name in ("lr_max", "lr_min", "lr_start"):
             _range(f"train.{name}", getattr(t, name), 0.0, 1.0)
+        if t.lr_min > t.lr_max:
+            raise ConfigError(f"train.lr_min must not exceed train.lr_max. "
+                              f"Received: train.lr_min={t.lr_min!r}, train.lr_max={t.lr_max!r}")
+        _range("train.lr_ramp_ep", t.lr_ramp_ep, 0, None)
+        _range("train.lr_sus_ep", t.lr_sus_ep, 0, None)
         _range("train.lr_decay", t.lr_decay, 0.0, 1.0)
         _choice("train.strategy", t.strategy, ["auto", "cpu", "gpu", "mirrored", "multiworker", "tpu"])
         _range("train.tta", t.tta, 1, 64)
@@ -331,7 +347,10 @@ class Config:
         if t.steps_per_epoch is not None:
             _range("train.steps_per_epoch", t.steps_per_epoch, 1, None)
         _choice("train.monitor", t.monitor, ["val_f1", "val_acc", "val_loss"])
+        _range("train.verbose", t.verbose, 0, 2)
         i = self.infer
+        if i.batch_size is not None:
+            _range("infer.batch_size", i.batch_size, 1, None)
         _choice("infer.agg", i.agg, ["mean", "geometric", "max"])
         _range("infer.tta", i.tta, 1, 64)
         _choice("infer.open_set.score", i.open_set.score, ["maxprob", "energy"])
@@ -339,16 +358,35 @@ class Config:
         if i.open_set.enabled and self.unknown_class is None:
             raise ConfigError("infer.open_set.enabled needs unknown_class to name the class rejected clips get")
         _range("infer.pseudo_threshold", i.pseudo_threshold, 0.0, 1.0)
+        if i.pseudo_cap_per_class is not None:
+            _range("infer.pseudo_cap_per_class", i.pseudo_cap_per_class, 1, None)
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------
+MAX_SEED = 2**31 - 1  # seeds (plus a fold index) go to NumPy and TensorFlow, which take 32-bit seeds
+
+
+def _check_finite(section, prefix: str = "") -> None:
+    """Refuse NaN and infinity in every numeric field of a config section (list items included), naming the key."""
+    for f in dataclasses.fields(section):
+        value, key = getattr(section, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, key + ".")
+            continue
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                name = key if index is None else f"{key}[{index}]"
+                raise ConfigError(f"{name} must be a finite number, not NaN or infinity. Received: {name}={item!r}")
+
+
 def _choice(key, value, allowed):
     if value not in allowed:
         raise ConfigError(f"{key} must be one of {allowed}. Received: {key}={value!r}")
 
 
 def _range(key, value, low, high):
-    if value is None or (low is not None and value < low) or (high is not None and value > high):
+    if value is None or value != value or (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
         raise ConfigError(f"{key} must be within {bounds}. Received: {key}={value!r}")
 
@@ -421,7 +459,7 @@ def _coerce(hint, value, key):
             return value
         raise ConfigError(f"{key} must be true or false. Received: {key}={value!r}")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
             raise ConfigError(f"{key} must be a whole number. Received: {key}={value!r}")
         return int(value)
     if hint is float:
