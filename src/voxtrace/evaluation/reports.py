@@ -36,6 +36,7 @@ from voxtrace.evaluation.metrics import (
     label_scores,
     per_class_report,
 )
+from voxtrace.inference.open_set import confidence_scores, known_columns
 from voxtrace.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 LABEL_COLUMNS = ("algorithm", "label", "class_id", "class", "class_name")
@@ -151,7 +152,7 @@ def evaluate_frames(pred: pd.DataFrame, labels: pd.DataFrame, classes, metadata:
             tables["per_voice"] = per_voice
             report["per_voice"] = per_voice.set_index("voice").to_dict("index")
     if unknown_class is not None and unknown_class in classes:
-        report["open_set"] = open_set_scores(y_true, y_pred, probs, classes, unknown_class, meta, unknown_score)
+        report["open_set"] = open_set_report(y_true, y_pred, probs, classes, unknown_class, meta, unknown_score)
     return report, tables, y_true, y_pred
 
 
@@ -197,11 +198,11 @@ def unknown_score_values(probs, classes, unknown_class: str, unknown_score: str 
     if unknown_score == "unknown_prob":
         return probs[:, u]
     if unknown_score == "maxprob":
-        return 1.0 - np.delete(probs, u, axis=1).max(axis=1)
+        return 1.0 - confidence_scores(probs, "maxprob", known_columns(classes, unknown_class))
     raise ValueError(f"unknown_score must be one of {list(UNKNOWN_SCORES)}. Received: {unknown_score!r}")
 
 
-def open_set_scores(y_true, y_pred, probs, classes, unknown_class: str, meta: pd.DataFrame | None = None,
+def open_set_report(y_true, y_pred, probs, classes, unknown_class: str, meta: pd.DataFrame | None = None,
                     unknown_score: str = "unknown_prob") -> dict:
     """How the unknown class fares: its precision / recall / F1, its recall by origin and by engine, and the
     AUROC and FPR@95TPR of the unknown score (true unknowns are the positives).

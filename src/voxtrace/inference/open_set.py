@@ -11,7 +11,7 @@ reused while the score, target and checkpoints are unchanged.
 For comparing scores on held-out generators (`benchmarks/open_set.py`) a clip's confidence of being one of
 the known classes (every class but the unknown one) can also come from its penultimate embedding
 (`checkpoint_features`): `knn`, minus the cosine distance to the k-th nearest known-class training
-embedding, and `mahalanobis`, minus the smallest Mahalanobis distance to a known class mean under one
+embedding, and `mahalanobis`, minus the smallest squared Mahalanobis distance to a known class mean under one
 covariance shared by the classes (`fit_embedding_reference`). `energy` then uses the real logits. Rejection
 thresholds are calibrated on the known clips of a held-out calibration set (`calibrate_rejection`): unknown
 generators are by nature not available to calibrate on.
@@ -30,7 +30,6 @@ from voxtrace.evaluation.metrics import detection_auroc, fpr_at_tpr, label_indic
 from voxtrace.io import atomic_write_json
 
 SCORES = ("maxprob", "energy")
-EMBEDDING_SCORES = ("knn", "mahalanobis")
 STATE_FILE = "open_set.json"
 _EPS = 1e-7
 
