@@ -25,6 +25,29 @@ def test_families_are_registered():
     assert not get_entry("ast_tiny").waveform and get_entry("rawnet2_tiny").waveform
 
 
+def bilinear_grid(table, grid):
+    """`table` [h, w, D] sampled bilinearly at the centres of a `grid` of cells spanning the same extent
+    (half-pixel centres, edges clamped), by scipy in float64."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    h, w, _ = table.shape
+    rows = np.clip((np.arange(grid[0]) + 0.5) * h / grid[0] - 0.5, 0, h - 1)
+    cols = np.clip((np.arange(grid[1]) + 0.5) * w / grid[1] - 0.5, 0, w - 1)
+    points = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1)
+    return RegularGridInterpolator((np.arange(h), np.arange(w)), np.asarray(table, np.float64))(points)
+
+
+def test_position_grid_resize_is_bilinear():
+    table = np.random.default_rng(0).normal(size=(2, 4, 5)).astype("float32")
+    for grid in ((4, 4), (3, 5), (5, 9), (1, 2)):
+        np.testing.assert_allclose(resize_position_grid(table, grid), bilinear_grid(table, grid), atol=1e-6)
+    # two rows to four: the first is the source row (edge clamped), the second a quarter of the way to the next
+    doubled = resize_position_grid(table, (4, 4)).numpy()
+    np.testing.assert_allclose(doubled[0], table[0], atol=1e-6)
+    np.testing.assert_allclose(doubled[1], 0.75 * table[0] + 0.25 * table[1], atol=1e-6)
+    np.testing.assert_array_equal(resize_position_grid(table, (2, 4)), table)
+
+
 def test_ast_overlapping_patches_and_position_interpolation(tmp_path):
     overlapping = create_model("ast_tiny", (32, 64), patch_stride=8, depth=1)
     assert overlapping.get_layer("tokens").grid_size == (3, 7)
@@ -35,8 +58,8 @@ def test_ast_overlapping_patches_and_position_interpolation(tmp_path):
     # Built for another image size: the 2x4 position grid is interpolated to 4x4, everything else is copied.
     target = create_model("ast_tiny", (64, 64), depth=2, pretrain=str(tmp_path / "ast.weights.h5"))
     src_pos = source.get_layer("tokens").patch_position.numpy()
-    np.testing.assert_allclose(target.get_layer("tokens").patch_position.numpy(),
-                               resize_position_grid(src_pos, (4, 4)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(target.get_layer("tokens").patch_position.numpy(), bilinear_grid(src_pos, (4, 4)),
+                               atol=1e-6)
     np.testing.assert_array_equal(target.get_layer("block1_mlp2").kernel.numpy(),
                                   source.get_layer("block1_mlp2").kernel.numpy())
 
@@ -45,7 +68,7 @@ def test_ast_overlapping_patches_and_position_interpolation(tmp_path):
     patches = tf.random.normal((2, 3, 5, 192))
     tokens = layer(patches)
     assert tokens.shape == (2, 16, 192)
-    expected = tf.reshape(patches, (2, 15, 192)) + tf.reshape(resize_position_grid(src_pos, (3, 5)), (1, 15, 192))
+    expected = patches.numpy().reshape(2, 15, 192) + bilinear_grid(src_pos, (3, 5)).reshape(1, 15, 192)
     np.testing.assert_allclose(tokens[:, 1:], expected, atol=1e-5)
     np.testing.assert_allclose(tokens[0, 0], layer.cls_token[0] + layer.cls_position[0], atol=1e-6)
     assert PatchTokens.from_config(layer.get_config()).grid_size == (2, 4)
