@@ -12,6 +12,7 @@ so that a crash or a kill keeps them and a resumed run skips them.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -125,7 +126,7 @@ class PartialPredictions:
                 fh.flush()
                 os.fsync(fh.fileno())
         except BaseException:
-            self.path.unlink(missing_ok=True)
+            self._unlink()
             raise
         self.rows = 0
 
@@ -149,7 +150,12 @@ class PartialPredictions:
     def discard_if_empty(self) -> None:
         """Remove the file when it holds no scored row (nothing to resume)."""
         if self.rows == 0:
-            self.path.unlink(missing_ok=True)
+            self._unlink()
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def _unlink(self) -> None:
+        """Remove the file if it is there (never masks the error that is being reported)."""
+        with contextlib.suppress(OSError):
+            self.path.unlink()
