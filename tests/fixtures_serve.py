@@ -65,6 +65,38 @@ def tone_clip(path: Path, seconds: float, freq: float = 440.0) -> Path:
     return path
 
 
+def _tone_with_ffmpeg(seconds: float, *args: str) -> list[str]:
+    return ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+            *args]
+
+
+def lying_m4a(path: Path, seconds: float, claimed: float = 1.0) -> Path:
+    """An AAC `.m4a` of `seconds` of tone whose mvhd, tkhd and mdhd atoms claim it lasts `claimed` seconds."""
+    subprocess.run(_tone_with_ffmpeg(seconds, "-ar", str(SR), "-ac", "1", "-c:a", "aac", str(path)), check=True)
+    data = bytearray(Path(path).read_bytes())
+
+    def field(atom: bytes, at: int) -> int:
+        """Byte offset of the 32-bit field `at` bytes after the version/flags of a version-0 `atom`."""
+        start = data.index(atom) + 4
+        assert data[start] == 0, f"{atom!r} is not a version-0 atom"
+        return start + at
+
+    movie_scale = int.from_bytes(data[field(b"mvhd", 12):field(b"mvhd", 16)])
+    media_scale = int.from_bytes(data[field(b"mdhd", 12):field(b"mdhd", 16)])
+    for atom, at, scale in ((b"mvhd", 16, movie_scale), (b"tkhd", 20, movie_scale), (b"mdhd", 16, media_scale)):
+        data[field(atom, at):field(atom, at) + 4] = int(claimed * scale).to_bytes(4)
+    Path(path).write_bytes(bytes(data))
+    return Path(path)
+
+
+def streamed_webm(path: Path, seconds: float) -> Path:
+    """An Opus `.webm` of `seconds` of tone written to a pipe, so (like a browser recording) it declares no length."""
+    webm = subprocess.run(_tone_with_ffmpeg(seconds, "-c:a", "libopus", "-f", "webm", "pipe:1"),
+                          check=True, capture_output=True).stdout
+    Path(path).write_bytes(webm)
+    return Path(path)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,10 +8,14 @@
   "checkpoints"}`; with `?images=true` also base64 PNGs of the log-mel spectrogram (`spectrogram_png`) and a
   saliency overlay (`saliency_png`, `saliency_method`).
 
-Refusals are JSON `{"detail": message}`: 413 for an upload over `max_upload_mb` (checked while the body
-streams in), 422 for a clip longer than `max_duration_s`, an empty file, a file that is not audio or a
-request without a file. Uploads are written to a private temporary folder under a fixed name and removed
-after the answer; no path from a request is ever opened.
+Refusals are JSON `{"detail": message}`: 403 for a request from another origin or for another host
+(`guard.SameOriginGuard`), 413 for an upload over `max_upload_mb` (checked while the body streams in), 422
+for a clip longer than `max_duration_s` (checked while decoding: at most `max_duration_s` +
+`DECODE_MARGIN_S` is ever decoded, whatever the file's header says), an empty file, a file that is not audio
+or a request without a file, 503 with `Retry-After` when `max_queue` requests already wait behind the one
+being scored. Uploads are written to a private temporary folder under a fixed name and removed after the
+answer; no path from a request is ever opened. Decoding runs in worker threads, in parallel; only the
+model calls take turns.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -28,24 +33,43 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from voxtrace.serve.engine import Attributor, display_spectrogram
+from voxtrace.serve.guard import Admission, SameOriginGuard, normalize_origin
 from voxtrace.serve.upload import Upload, UploadError, receive_upload, remove_upload
 
 STATIC_DIR = Path(__file__).parent / "static"
 UPLOAD_FIELD = "file"
+DECODE_MARGIN_S = 0.5  # decoded beyond max_duration_s, so a clip of exactly the limit is still accepted
+RETRY_AFTER_S = 5  # what a 503 (server busy) asks the client to wait
 log = logging.getLogger("voxtrace.serve")
 
 
-def create_app(model_dir: str | os.PathLike, max_upload_mb: float = 50, max_duration_s: float = 600) -> FastAPI:
-    """The FastAPI app serving the ensemble of checkpoints under `model_dir` (loaded here, once)."""
+def create_app(
+    model_dir: str | os.PathLike,
+    max_upload_mb: float = 50,
+    max_duration_s: float = 600,
+    max_queue: int = 4,
+    host: str = "127.0.0.1",
+    allowed_origins: Iterable[str] = (),
+) -> FastAPI:
+    """The FastAPI app serving the ensemble of checkpoints under `model_dir` (loaded here, once).
+
+    `host` is the address the server binds (a name it may be reached by besides the loopback ones);
+    `allowed_origins` (`scheme://host[:port]`) are further sites allowed to call it, e.g. a reverse proxy.
+    """
     if not max_upload_mb > 0:
         raise ValueError(f"max_upload_mb must be > 0. Received: max_upload_mb={max_upload_mb!r}")
     if not max_duration_s > 0:
         raise ValueError(f"max_duration_s must be > 0. Received: max_duration_s={max_duration_s!r}")
+    if not (isinstance(max_queue, int) and max_queue >= 0):
+        raise ValueError(f"max_queue must be an integer >= 0. Received: max_queue={max_queue!r}")
+    allowed_origins = [normalize_origin(origin) for origin in allowed_origins]
     attributor = Attributor(model_dir)
     max_bytes = int(max_upload_mb * 2**20)
     app = FastAPI(title="voxtrace", summary="synthetic speech attribution", docs_url=None, redoc_url=None)
     app.state.attributor = attributor
+    app.add_middleware(SameOriginGuard, host=host, allowed_origins=allowed_origins)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    admission = Admission(capacity=max_queue + 1)  # the request being scored and those waiting behind it
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, err: Exception):
@@ -64,45 +88,38 @@ def create_app(model_dir: str | os.PathLike, max_upload_mb: float = 50, max_dura
             "checkpoints": attributor.num_checkpoints,
             "max_upload_mb": max_upload_mb,
             "max_duration_s": max_duration_s,
+            "max_queue": max_queue,
             "sample_rate": attributor.cfg.audio.sample_rate,
         }
 
     @app.post("/api/predict")
     async def predict(request: Request, images: bool = False):
+        if not admission.enter():
+            busy = f"the server is busy ({max_queue} request(s) already waiting); retry in {RETRY_AFTER_S} s"
+            return JSONResponse({"detail": busy}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
         try:
             upload, tmp_dir = await receive_upload(request, UPLOAD_FIELD, max_bytes)
-        except UploadError as err:
-            return JSONResponse({"detail": err.message}, status_code=err.status)
-        try:
-            return await run_in_threadpool(attribute_upload, attributor, upload, max_duration_s, images)
+            try:
+                return await run_in_threadpool(attribute_upload, attributor, upload, max_duration_s, images)
+            finally:
+                remove_upload(tmp_dir)
         except UploadError as err:
             return JSONResponse({"detail": err.message}, status_code=err.status)
         finally:
-            remove_upload(tmp_dir)
+            admission.leave()
 
     return app
 
 
 def attribute_upload(attributor: Attributor, upload: Upload, max_duration_s: float, images: bool = False) -> dict:
-    """Check, decode and attribute a stored upload; raises `UploadError` (422) naming what is wrong."""
-    from voxtrace.data.audio import AudioError, audio_duration, load_audio
-
-    sample_rate = attributor.cfg.audio.sample_rate
-    too_long = f"{upload.filename}: {{:.1f}} s is longer than the {max_duration_s:g} s limit"
+    """Decode and attribute a stored upload; raises `UploadError` (422) naming what is wrong."""
+    waveforms = decode_upload(upload, attributor.sample_rates, max_duration_s)
+    x = waveforms[attributor.cfg.audio.sample_rate]
+    duration = len(x) / attributor.cfg.audio.sample_rate
     try:
-        declared = audio_duration(upload.path)
-        if declared > max_duration_s:
-            raise UploadError(422, too_long.format(declared))
-        x = load_audio(upload.path, sample_rate=sample_rate)
-    except AudioError as err:
-        raise UploadError(422, f"{upload.filename}: {err.reason}") from None
-    duration = len(x) / sample_rate
-    if duration > max_duration_s:
-        raise UploadError(422, too_long.format(duration))
-    try:
-        probs = attributor.predict(upload.path)
+        probs = attributor.predict(waveforms, upload.path.parent)
     except ValueError as err:
-        raise UploadError(422, str(err).replace(str(upload.path), upload.filename)) from None
+        raise UploadError(422, f"{upload.filename}: {err}") from None
     top = int(np.argmax(probs))
     result = {
         "label": attributor.classes[top],
@@ -115,6 +132,28 @@ def attribute_upload(attributor: Attributor, upload: Upload, max_duration_s: flo
     if images:
         result.update(_images(attributor, x, top, duration))
     return result
+
+
+def decode_upload(upload: Upload, sample_rates, max_duration_s: float) -> dict[int, np.ndarray]:
+    """`{rate: waveform}` of the upload; `UploadError` (422) if it is not audio, too short or too long.
+
+    Only `max_duration_s` + `DECODE_MARGIN_S` is decoded: the length is judged from the samples decoded, not
+    from the header, which a file may fill with anything.
+    """
+    from voxtrace.data.audio import MIN_DURATION, AudioError, load_audio
+
+    waveforms = {}
+    for rate in sample_rates:
+        try:
+            x = load_audio(upload.path, sample_rate=rate, duration=max_duration_s + DECODE_MARGIN_S)
+        except AudioError as err:
+            raise UploadError(422, f"{upload.filename}: {err.reason}") from None
+        if len(x) > max_duration_s * rate:
+            raise UploadError(422, f"{upload.filename}: longer than the {max_duration_s:g} s limit")
+        if len(x) < MIN_DURATION * rate:
+            raise UploadError(422, f"{upload.filename}: too short: {len(x) / rate:.3f} s < {MIN_DURATION} s")
+        waveforms[rate] = x
+    return waveforms
 
 
 def _images(attributor: Attributor, x: np.ndarray, class_index: int, duration: float) -> dict:

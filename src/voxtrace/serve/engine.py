@@ -2,14 +2,16 @@
 
 Scores follow `voxtrace.inference.ensemble.Ensemble` (windows and TTA of `predict_models`, folds aggregated
 into one score per model, models into the ensemble score, with `infer.agg` of the first run), but the models
-stay in memory between requests instead of being loaded per call. One lock serialises the TensorFlow work,
-so concurrent requests each get their own, correct answer.
+stay in memory between requests instead of being loaded per call, and the clip comes in decoded (by the
+caller, outside the lock, so a slow decoder never holds up the models). One lock serialises the TensorFlow
+work, so concurrent requests each get their own, correct answer.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -42,16 +44,31 @@ class Attributor:
     def num_checkpoints(self) -> int:
         return sum(len(models) for models in self.models)
 
-    def predict(self, path) -> np.ndarray:
-        """Ensemble probabilities `[C]` of the audio file at `path`; raises ValueError if it cannot be scored."""
+    @property
+    def sample_rates(self) -> list[int]:
+        """The rates `predict` needs the clip decoded at (one per distinct run sample rate)."""
+        return sorted({run.cfg.audio.sample_rate for run in self.runs})
+
+    def predict(self, waveforms: dict[int, np.ndarray], workdir: str | os.PathLike) -> np.ndarray:
+        """Ensemble probabilities `[C]` of one clip, given decoded at each of `sample_rates` (`{rate: x}`).
+
+        The predictor reads files: the clip goes to it as float WAVs written to `workdir` beforehand (exact
+        samples, read back in milliseconds), so no upload is decoded while the models are held. Raises
+        ValueError if the clip cannot be scored.
+        """
+        from voxtrace.data.audio import save_wav
         from voxtrace.inference.ensemble import aggregate
         from voxtrace.inference.predictor import predict_models
 
+        clips = {rate: Path(workdir) / f"clip-{rate}.wav" for rate in waveforms}
+        for rate, x in waveforms.items():
+            save_wav(clips[rate], x, rate, subtype="FLOAT")
         per_model = []
         with self._lock:
             for run, models in zip(self.runs, self.models):
                 fold_probs, errors = predict_models(
-                    models, run.cfg, [path], batch_size=self.batch_size, tta=run.cfg.infer.tta, progress=False
+                    models, run.cfg, [clips[run.cfg.audio.sample_rate]], batch_size=self.batch_size,
+                    tta=run.cfg.infer.tta, progress=False,
                 )
                 if errors:
                     raise ValueError(next(iter(errors.values())))
