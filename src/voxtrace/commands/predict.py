@@ -173,7 +173,8 @@ def run(args) -> int:
         frame, errors = _write_outputs(args, output, ensemble, open_set, files, done, unreadable)
     except OutputError as err:
         partial.discard_if_empty()
-        kept = f" (the {partial.rows} rows scored so far are in {partial.path}: rerun with --resume)" if partial.rows else ""
+        kept = f" (the {partial.rows} rows scored so far are in {partial.path}: rerun with --resume)"
+        kept = kept if partial.rows else ""
         print(f"predict: error: {err}{kept}", file=sys.stderr)
         return 1
     except BaseException:
@@ -225,7 +226,8 @@ def _write_outputs(args, output: Path, ensemble, open_set, files, done: dict, un
     if not args.no_zip:
         with writing(output.parent / "answer.zip"):
             fallback = classes.index(unknown) if unknown in classes else None
-            write_answer_zip(output.parent, prediction_frame(files, probs, pred, errors, classes), fallback_class=fallback)
+            answer = prediction_frame(files, probs, pred, errors, classes)  # audio files only, no folder rows
+            write_answer_zip(output.parent, answer, fallback_class=fallback)
     counts = frame["algorithm"].dropna().astype(int).value_counts().sort_index()
     zipped = "" if args.no_zip else f" and {output.parent / 'answer.zip'}"
     print(f"predict: wrote {output} ({len(frame)} rows){zipped}")

@@ -108,7 +108,8 @@ def audio_duration(path: str | os.PathLike) -> float:
     return float(info.duration)
 
 
-def find_audio_files(root: str | os.PathLike, extensions=AUDIO_EXTENSIONS, unreadable: list | None = None) -> list[Path]:
+def find_audio_files(root: str | os.PathLike, extensions=AUDIO_EXTENSIONS,
+                     unreadable: list | None = None) -> list[Path]:
     """Audio files under `root` (recursive, extension case-insensitive, hidden files skipped), sorted.
 
     Every non-folder entry with an audio extension is listed (a FIFO or a broken link too: `load_audio` then
@@ -247,7 +248,8 @@ def _run_tool(path: Path, cmd: list[str], timeout: float) -> subprocess.Complete
     try:
         return subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise AudioError(path, f"{cmd[0]} did not finish within {timeout:g} s (stalled read or pathological file)") from None
+        reason = f"{cmd[0]} did not finish within {timeout:g} s (stalled read or pathological file)"
+        raise AudioError(path, reason) from None
 
 
 def _ffprobe(path: Path, entry: str) -> str:
@@ -273,7 +275,8 @@ def _ffprobe_duration(path: Path) -> float:
         return float(_ffprobe(path, "format=duration"))
     except (AudioError, ValueError):
         pass
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", _ffmpeg_input(path), "-vn", "-f", "null", "-progress", "pipe:1", "-"]
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", _ffmpeg_input(path), "-vn", "-f", "null",
+           "-progress", "pipe:1", "-"]
     proc = _run_tool(path, cmd, FFMPEG_TIMEOUT_S)
     times = [line.split("=", 1)[1] for line in proc.stdout.decode(errors="replace").splitlines()
              if line.startswith("out_time_us=")]
@@ -292,7 +295,8 @@ def _readable_file(path) -> Path:
         mode = path.stat().st_mode
     except FileNotFoundError:
         if path.is_symlink():
-            raise FileNotFoundError(f"audio file not found: {path} (a broken symbolic link to {os.readlink(path)})") from None
+            target = os.readlink(path)
+            raise FileNotFoundError(f"audio file not found: {path} (a broken symbolic link to {target})") from None
         raise FileNotFoundError(f"audio file not found: {path}") from None
     except OSError as err:
         raise AudioError(path, f"cannot be read ({err.strerror})") from None
