@@ -191,19 +191,6 @@ def test_permission_denied_output_folder(model_dir, tmp_path, monkeypatch, capsy
     assert _leftovers(out_dir) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_output_folder(model_dir, tmp_path, capsys):
-    write_clips(tmp_path / "in", n=1)
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    out_dir.chmod(0o555)
-    try:
-        assert _predict(model_dir, tmp_path / "in", out_dir / "pred.csv") == 1
-    finally:
-        out_dir.chmod(0o755)
-    assert "Permission denied" in capsys.readouterr().err and _leftovers(out_dir) == []
-
-
 def test_disk_full_while_saving_rows(model_dir, tmp_path, monkeypatch, capsys):
     write_clips(tmp_path / "in", n=3)
     out = tmp_path / "out" / "pred.csv"
