@@ -91,3 +91,73 @@ def test_evaluate_detect_task_eer(tmp_path):
     report = evaluate_files(tmp_path / "p.csv", tmp_path / "l.csv")
     assert report["classes"] == ["bonafide", "spoof"]
     assert report["eer"] == pytest.approx(0.5) and report["auc"] == pytest.approx(0.75)
+
+
+def mann_whitney_auc(positive_scores, negative_scores) -> float:
+    """P(a positive outscores a negative), ties counting one half, by counting every pair."""
+    pos, neg = np.asarray(positive_scores)[:, None], np.asarray(negative_scores)[None, :]
+    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scores_equal_counts_from_the_confusion_matrix(seed):
+    rng = np.random.default_rng(seed)
+    classes = ["a", "b", "c", "d", "e"]  # "e" is never true nor predicted: left out of the macro averages
+    y_true = rng.integers(0, 4, 60)
+    probs = rng.dirichlet(np.ones(5), 60)
+    probs[:, 4] = 0.0
+    probs[y_true == 1, 1] += 0.5  # some skill, so the scores are not all near chance
+    probs /= probs.sum(axis=1, keepdims=True)
+    y_pred = probs.argmax(axis=1)
+    counts = np.zeros((5, 5))
+    np.add.at(counts, (y_true, y_pred), 1)
+    tp, predicted, actual = np.diag(counts), counts.sum(axis=0), counts.sum(axis=1)
+    present = (predicted + actual) > 0
+    precision = np.divide(tp, predicted, out=np.zeros(5), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros(5), where=actual > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(5), where=precision + recall > 0)
+    pairs = [(j, k) for j in range(4) for k in range(4) if j != k]  # one-vs-one over the classes in the labels
+    sub = probs[:, :4] / probs[:, :4].sum(axis=1, keepdims=True)
+    auc = np.mean([mann_whitney_auc(sub[y_true == j, j], sub[y_true == k, j]) for j, k in pairs])
+
+    scores = classification_scores(y_true, probs, classes)
+    assert scores["acc"] == pytest.approx(tp.sum() / 60)
+    assert scores["precision"] == pytest.approx(precision[present].mean())
+    assert scores["recall"] == pytest.approx(recall[present].mean())
+    assert scores["f1"] == pytest.approx(f1[present].mean())
+    assert scores["auc"] == pytest.approx(auc)
+    report = per_class_report(y_true, y_pred, classes)
+    np.testing.assert_allclose(report["f1"][:5], f1)
+    assert report["support"].tolist() == [*actual.astype(int), 60]
+    assert report["predicted"].tolist()[:5] == predicted.astype(int).tolist()
+
+
+def test_eer_of_two_gaussians_is_the_analytic_crossing():
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    bonafide, spoof = rng.normal(2.0, 1.0, 20000), rng.normal(0.0, 1.0, 20000)
+    eer, threshold = equal_error_rate(np.r_[np.ones(20000), np.zeros(20000)], np.r_[bonafide, spoof])
+    # unit-variance classes two apart cross half-way: both error rates are Phi(-1) at the threshold 1
+    assert eer == pytest.approx(norm.cdf(-1.0), abs=0.01)
+    assert threshold == pytest.approx(1.0, abs=0.05)
+    assert (bonafide < threshold).mean() == pytest.approx(eer, abs=1e-3)
+    assert (spoof >= threshold).mean() == pytest.approx(eer, abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_eer_is_where_misses_meet_false_alarms(seed):
+    rng = np.random.default_rng(seed)
+    n_pos, n_neg = rng.integers(5, 40, 2)
+    scores = np.r_[rng.normal(1.0, 1.0, n_pos), rng.normal(0.0, 1.0, n_neg)]
+    is_positive = np.r_[np.ones(n_pos, bool), np.zeros(n_neg, bool)]
+    eer, threshold = equal_error_rate(is_positive, scores)
+    cuts = np.r_[np.sort(scores), np.inf]
+    miss = np.array([(scores[is_positive] < t).mean() for t in cuts])
+    false_alarm = np.array([(scores[~is_positive] >= t).mean() for t in cuts])
+    # the crossing lies between the best threshold's two error rates, within one clip's step of each
+    best = int(np.argmin(np.maximum(miss, false_alarm)))
+    step = 1.0 / min(n_pos, n_neg)
+    assert min(miss[best], false_alarm[best]) - 1e-9 <= eer <= max(miss[best], false_alarm[best]) + 1e-9
+    assert abs((scores[is_positive] < threshold).mean() - eer) <= step + 1e-9
+    assert abs((scores[~is_positive] >= threshold).mean() - eer) <= step + 1e-9
