@@ -15,7 +15,7 @@ import tensorflow as tf
 from voxtrace.config import Config
 from voxtrace.data.audio import load_audio
 from voxtrace.models import PretrainError, build_classifier, create_model, get_entry
-from voxtrace.models.whisper import MeanStdPooling1D, WhisperLogMel, sinusoids, whisper_log_mel_numpy
+from voxtrace.models.whisper import MeanStdPooling1D, WhisperLogMel, sinusoids
 from voxtrace.models.whisper_weights import installed_whisper_weights, read_ctranslate2
 
 SMALL = {"width": 64, "num_layers": 3, "num_heads": 4}  # random-init encoders for the fast tests
@@ -54,7 +54,6 @@ def tiny_en_file():
 def test_frontend_layer_matches_librosa(speech):
     reference = librosa_log_mel(speech)
     assert reference.shape == (80, 300)
-    np.testing.assert_allclose(whisper_log_mel_numpy(speech), reference, atol=1e-6)
     layer = WhisperLogMel(name="logmel")
     batch = np.stack([speech, 0.1 * speech[::-1]])
     features = layer(batch).numpy()

@@ -33,30 +33,7 @@ from voxtrace.models.registry import register_alias, register_model
 MAX_POSITIONS = 1500  # 30 s of audio at 50 encoder frames per second
 LAYER_NORM_EPSILON = 1e-5
 POOLINGS = ("mean_std", "mean")
-WHISPER_SIZES = {  # width, num_layers, num_heads of the published encoders
-    "tiny": (384, 4, 6),
-    "base": (512, 6, 8),
-    "small": (768, 12, 12),
-    "medium": (1024, 24, 16),
-    "large": (1280, 32, 20),
-}
-
-
-def whisper_log_mel_numpy(waveform, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160,
-                          sample_rate: int = 16000) -> np.ndarray:
-    """Whisper's log-mel features of one waveform `[N]` as `[n_mels, N // hop_length]`, in numpy (float64).
-
-    The reference `WhisperLogMel` is tested against, and the features fed to other Whisper runtimes.
-    """
-    x = np.asarray(waveform, dtype=np.float64)
-    padded = np.pad(x, n_fft // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length][:-1]
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
-    power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2
-    mel = power @ mel_filterbank(sample_rate, n_fft, n_mels, 0.0, sample_rate / 2).astype(np.float64)
-    log = np.log10(np.maximum(mel, 1e-10))
-    log = np.maximum(log, log.max() - 8.0)
-    return ((log + 4.0) / 4.0).T
+WHISPER_SIZES = {"tiny": (384, 4, 6), "base": (512, 6, 8), "small": (768, 12, 12)}  # width, blocks, heads
 
 
 @keras.saving.register_keras_serializable(package="voxtrace")
@@ -201,7 +178,7 @@ def encoder_block(x, width: int, num_heads: int, name: str):
 
 def whisper_encoder(input_shape, name: str, width: int, num_layers: int, num_heads: int, n_mels: int = 80,
                     trainable_blocks: int | None = None, layer_weights: bool = False,
-                    pooling: str = "mean_std", sample_rate: int = 16000) -> keras.Model:
+                    pooling: str = "mean_std") -> keras.Model:
     """Waveforms (any input shape, read as one mono 16 kHz waveform) -> pooled encoder features."""
     width, num_layers, num_heads = int(width), int(num_layers), int(num_heads)
     if width % num_heads:
@@ -211,15 +188,13 @@ def whisper_encoder(input_shape, name: str, width: int, num_layers: int, num_hea
     if trainable_blocks is not None and not 0 <= int(trainable_blocks) <= num_layers:
         raise ValueError(f"trainable_blocks must be None or within [0, num_layers={num_layers}]. "
                          f"Received: trainable_blocks={trainable_blocks}")
-    if sample_rate != 16000:
-        raise ValueError(f"Whisper reads 16 kHz audio. Received: sample_rate={sample_rate}")
     hop = 160
     inputs, waveform = _waveform_input(input_shape, 2 * hop, name)
     num_frames = math.prod(int(s) for s in input_shape) // hop
     if -(-num_frames // 2) > MAX_POSITIONS:
         raise ValueError(f"{name} encodes at most 30 s of audio ({MAX_POSITIONS * 2 * hop} samples). "
                          f"Received: input_shape={list(input_shape)}")
-    x = WhisperLogMel(n_mels=n_mels, hop_length=hop, sample_rate=sample_rate, name="logmel")(waveform)
+    x = WhisperLogMel(n_mels=n_mels, hop_length=hop, name="logmel")(waveform)
     x = layers.Conv1D(width, 3, padding="same", activation="gelu", name="conv1")(x)
     x = layers.ZeroPadding1D(1, name="conv2_pad")(x)
     x = layers.Conv1D(width, 3, strides=2, activation="gelu", name="conv2")(x)
@@ -253,9 +228,9 @@ def _register(size: str, registered_name: str) -> None:
     default_width, default_layers, default_heads = WHISPER_SIZES[size]
 
     def builder(input_shape, width=default_width, num_layers=default_layers, num_heads=default_heads, n_mels=80,
-                trainable_blocks=None, layer_weights=False, pooling="mean_std", sample_rate=16000):
+                trainable_blocks=None, layer_weights=False, pooling="mean_std"):
         return whisper_encoder(input_shape, registered_name, width, num_layers, num_heads, n_mels,
-                               trainable_blocks, layer_weights, pooling, sample_rate)
+                               trainable_blocks, layer_weights, pooling)
 
     builder.__name__ = registered_name
     builder.__doc__ = (f"The Whisper {size} encoder ({default_width} wide, {default_layers} blocks, "
