@@ -2,8 +2,9 @@
 (labels against the corpus metadata, pseudo-labels against the supervised ensemble, predictions against the eval
 folders, the results table against metrics recomputed with scikit-learn), then a rerun that must skip them all.
 
-The eval parts and the stages are read from what the run declares (the corpus metadata's splits, the results
-table's columns, `OUT/stages/*.done`), not listed here.
+The eval parts and the stages are read from what the run declares (the corpus metadata's splits and label
+files, `OUT/stages/*.done`, the results table's columns), not listed here. Five clips per class: the classical
+baseline's calibration needs five of a class; fewer make `voxtrace demo` fail at that last stage.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from voxtrace.data.corpus.engines import missing_programs
 from voxtrace.pipeline import load_results
 
 REPO = Path(__file__).resolve().parents[1]
-PER_CLASS = 5  # the classical baseline's calibration folds need five clips of a class
+PER_CLASS = 5
 MODEL = "cnn4"
 BASELINE = "MFCC/LFCC + SVM (classical)"
 
@@ -80,10 +81,9 @@ def demo(tmp_path_factory):
     results_before = (out / "results.csv").read_text()
     second = run_demo(cfg_path, out)
     return {
-        "cfg": Config.load(cfg_path), "out": out, "data": root / "data", "meta": meta, "first": first, "second": second,
-        "before": before, "after": products(out, root / "data", parts), "results_before": results_before,
-        "results": pd.read_csv(out / "results.csv"),
-        "parts": parts,
+        "cfg": Config.load(cfg_path), "out": out, "data": root / "data", "meta": meta, "parts": parts,
+        "first": first, "second": second, "before": before, "after": products(out, root / "data", parts),
+        "results_before": results_before, "results": pd.read_csv(out / "results.csv"),
     }
 
 
