@@ -68,11 +68,12 @@ def extract_features(paths, sample_rate: int = 16000, jobs: int = -1):
     return feats, errors
 
 
-def make_classifier(kind: str = "svm", seed: int = 0):
+def make_classifier(kind: str = "svm", seed: int = 0, calibration_folds: int = 5):
     """`svm` (RBF kernel on standardised features, as Bird et al.) or `gbm` (histogram gradient boosting)."""
     if kind == "svm":
         svm = SVC(C=10.0, gamma="scale", random_state=seed)
-        return make_pipeline(StandardScaler(), CalibratedClassifierCV(svm, ensemble=False))  # Platt-scaled probabilities
+        calibrated = CalibratedClassifierCV(svm, cv=calibration_folds, ensemble=False)  # Platt-scaled probabilities
+        return make_pipeline(StandardScaler(), calibrated)
     if kind == "gbm":
         return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.1, random_state=seed)
     raise ValueError(f"baseline kind must be 'svm' or 'gbm'. Received: kind={kind!r}")
@@ -82,7 +83,12 @@ def fit(train_paths, train_labels, kind: str = "svm", seed: int = 0):
     """Train the baseline on `train_paths` with integer labels; files that fail to decode are left out."""
     features, _ = extract_features(train_paths)
     keep = ~np.isnan(features).any(axis=1)
-    return make_classifier(kind, seed).fit(features[keep], np.asarray(train_labels)[keep])
+    labels = np.asarray(train_labels)[keep]
+    smallest = int(np.unique(labels, return_counts=True)[1].min()) if len(labels) else 0
+    if smallest < 2:
+        raise ValueError(f"the classical baseline needs two or more decodable training clips per class; the "
+                         f"smallest class has {smallest}")
+    return make_classifier(kind, seed, calibration_folds=min(5, smallest)).fit(features[keep], labels)
 
 
 def predict_proba(model, paths, num_classes: int):
