@@ -1,5 +1,6 @@
 """Losses, schedules, optimizers, adaptive gradient clipping, folds and the resumable training state."""
 
+import json
 import os
 
 import keras
@@ -204,3 +205,70 @@ def test_training_state_round_trips_and_leaves_no_partial_file(tmp_path):
     wrong = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     with pytest.raises(ValueError, match="fold-0.npz"):
         TrainingState(state.path, keras.optimizers.Adam()).restore(wrong)
+
+
+# ---- exact resume ------------------------------------------------------------------------------------------
+class _Killed(Exception):
+    """Stands for a process killed right after an epoch's training state was saved."""
+
+
+def _state_arrays(path):
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files if k != "meta"}
+
+
+def test_resume_after_epoch_one_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch):
+    """2 epochs in one go vs 1 epoch, a kill, and `resume=True` for the 2nd: the same model and optimizer state.
+
+    Every random stream is on (random crop and pad, Gaussian noise, time shift, SNR noise, mixup, SpecAugment,
+    dropout), and an epoch (3 batches of 4) is not a pass over the 10 training clips, so the resumed epoch must
+    continue the shuffle and augmentation streams mid-pass rather than restart them.
+    """
+    from fixtures_training import make_tone_noise_corpus, tone_noise_overrides
+    from voxtrace.training.trainer import train
+
+    corpus = make_tone_noise_corpus(tmp_path / "corpus", clips_per_class=8)
+    augment = ["augment.enabled=true", "audio.crop_mode=random", "audio.pad_mode=random",
+               "augment.audio_augment_prob=1.0", "augment.gn_prob=0.5", "augment.timeshift_prob=0.5",
+               "augment.noise_snr_prob=0.5", "augment.reverb_prob=0.0", "augment.bandlimit_prob=0.0",
+               "augment.codec_prob=0.0", "augment.mixup_prob=0.5", "augment.spec_augment_prob=0.8",
+               "model.dropout=0.3", "train.deterministic=true", "train.steps_per_epoch=3"]
+
+    def config(name):
+        return Config.load(None, tone_noise_overrides(corpus, tmp_path / name, epochs=2) + augment)
+
+    def state_file(name):
+        return tmp_path / name / "cnn4-32x64" / "ckpt" / "state" / "fold-0.npz"
+
+    uninterrupted = train(config("full"))
+
+    save_epoch = TrainingState.on_epoch_end
+
+    def killed_after_first_epoch(self, epoch, logs=None):
+        save_epoch(self, epoch, logs)
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingState, "on_epoch_end", killed_after_first_epoch)
+        with pytest.raises(_Killed):
+            train(config("resumed"))
+    with np.load(state_file("resumed")) as data:
+        assert json.loads(str(data["meta"]))["epochs_done"] == 1
+    resumed = train(config("resumed"), resume=True)
+
+    full, again = _state_arrays(state_file("full")), _state_arrays(state_file("resumed"))
+    assert full.keys() == again.keys() and any(k.startswith("optimizer_") for k in full)
+    for key in full:
+        np.testing.assert_allclose(again[key], full[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    assert resumed["folds"][0] == pytest.approx(uninterrupted["folds"][0], nan_ok=True)
+
+
+def test_state_of_another_fold_is_refused(tmp_path):
+    model, optimizer = _tiny(0)
+    saved = TrainingState(tmp_path / "fold-0.npz", optimizer, name="fold-0")
+    saved.save(model)
+    other, other_opt = _tiny(1)
+    with pytest.raises(ValueError, match="saved by fold-0, not fold-1"):
+        TrainingState(saved.path, other_opt, name="fold-1").restore(other)
+    assert TrainingState(saved.path, other_opt, name="fold-0").restore(other) == 0
+    np.testing.assert_array_equal(other.get_weights()[0], model.get_weights()[0])

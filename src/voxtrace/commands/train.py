@@ -96,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--start-epoch must be within [0, train.epochs={cfg.train.epochs}). "
                           f"Received: {args.start_epoch}")
 
+    if (args.seeds or args.sweep) and args.resume not in (None, "auto"):
+        raise ConfigError(f"--resume {args.resume} would start every run of the sweep from one training state: with "
+                          f"--seeds or --sweep pass --resume alone, and each run resumes from its own folder")
+
     if args.seeds or args.sweep:
         from voxtrace.training.sweep import read_sweep, run_sweep
 

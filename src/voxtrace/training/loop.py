@@ -182,22 +182,26 @@ class TrainingState(keras.callbacks.Callback):
 
     The file holds every model variable (weights, normalisation statistics, RNG seeds), every optimizer
     variable (moments, step count, loss scale), the number of finished epochs, the best monitored score, the
-    history and the Python / NumPy RNG states. It is written to a temporary file and renamed over the old one,
-    so a process killed at any moment leaves either the previous or the new state, never a partial one.
+    history, the Python / NumPy RNG states and the name of the fold it trains. It is written to a temporary
+    file and renamed over the old one, so a process killed at any moment leaves either the previous or the
+    new state, never a partial one.
 
     Args:
         path: the `.npz` file.
         optimizer: the optimizer whose variables are saved.
+        name: what the state trains (e.g. `fold-1`); `restore()` refuses a state saved under another name, whose
+            weights may have seen this fold's validation files.
         monitor: the log key of the best score (e.g. `val_f1`); `val_loss`-like keys are minimised.
         history_csv: when given, rewritten from the saved history on `restore()`, so a resumed run's
             `CSVLogger(append=True)` continues it without duplicated or missing epochs.
         write: False on the non-chief workers of a multi-worker run.
     """
 
-    def __init__(self, path, optimizer, monitor="val_f1", history_csv=None, write=True):
+    def __init__(self, path, optimizer, monitor="val_f1", history_csv=None, write=True, name=None):
         super().__init__()
         self.path = os.fspath(path)
         self.optimizer = optimizer
+        self.name = name
         self.monitor = monitor
         self.mode = "min" if "loss" in monitor else "max"
         self.history_csv = history_csv
@@ -228,7 +232,7 @@ class TrainingState(keras.callbacks.Callback):
         arrays.update({f"optimizer_{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(opt_vars)})
         np_state = np.random.get_state()
         meta = {
-            "epochs_done": self.epochs_done, "monitor": self.monitor, "best": self.best,
+            "name": self.name, "epochs_done": self.epochs_done, "monitor": self.monitor, "best": self.best,
             "best_epoch": self.best_epoch, "history": self.history,
             "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
             "python_rng": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
@@ -247,6 +251,12 @@ class TrainingState(keras.callbacks.Callback):
         model_vars, opt_vars = self._variables(model)
         with np.load(self.path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
+            saved_name = meta.get("name")
+            if None not in (saved_name, self.name) and saved_name != self.name:
+                raise ValueError(
+                    f"training state {self.path} was saved by {saved_name}, not {self.name}: resume each fold from "
+                    f"its own state (another fold's weights have trained on this fold's validation files)"
+                )
             n_model = sum(k.startswith("model_") for k in data.files)
             n_opt = sum(k.startswith("optimizer_") for k in data.files)
             if (n_model, n_opt) != (len(model_vars), len(opt_vars)):

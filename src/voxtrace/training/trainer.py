@@ -1,11 +1,17 @@
 """`train(cfg)`: k-fold cross-validation (or all-data training) of one backbone, with its outputs.
 
+Resuming (`resume=`) is exact: the training state holds the optimizer and RNG states, and the training
+stream of `voxtrace.data.pipeline` is a function of (seed, position), so with `train.deterministic` a run
+killed after epoch k and resumed ends with the same weights as an uninterrupted one.
+
 Output layout, under `OUTPUT_DIR/{model}-{H}x{W}/` (`cfg.run_name`):
 
     ckpt/fold-K.keras | ckpt/model.keras   the full model (waveforms -> probabilities) after the last epoch
     ckpt/state/fold-K.npz                  the resumable training state, rewritten atomically every epoch
     cfg/config.yaml                        the resolved config
     csv/oof.csv                            path, track, label, fold and one probability column per class
+    csv/train_fold-K.csv | csv/train_all.csv  the clips trained on: path, source (labelled | pseudo), weight
+                                           and one target column per class
     csv/history_fold-K.csv                 per-epoch logs; csv/report_fold-K.csv, csv/report_oof.csv
     score/fold-K.json, score/overall.json  acc, precision, recall, f1 (macro) and auc
     plots/confusion_matrix.png, plots/history_fold-K.png, plots/lr_schedule.png
@@ -115,6 +121,8 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
     from voxtrace.models.raw import backbone_input_shape
 
     backbone_input_shape(cfg)  # an unknown model.name, or one that does not fit features.*, fails before any work
+    folds = [ALL_DATA] if cfg.data.all_data else list(cfg.data.selected_folds)
+    _check_resume(resume, folds)
     strategy = get_strategy(cfg.train.strategy)
     policy = set_mixed_precision(strategy, cfg.train.mixed_precision)
     seed_everything(cfg.seed, cfg.train.deterministic)
@@ -125,7 +133,6 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
 
     frame = load_training_frame(cfg)
     pseudo = load_pseudo_frame(cfg, frame["path"])
-    folds = [ALL_DATA] if cfg.data.all_data else list(cfg.data.selected_folds)
     batch_size = cfg.train.batch_size
     epochs = 1 if cfg.debug else cfg.train.epochs
     _log(chief, f"> {cfg.run_name}: {len(frame):,} labelled files"
@@ -148,10 +155,16 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
         paths = list(train_rows["path"])
         labels = _one_hot(train_rows["label"], cfg.classes)
         weights = np.ones(len(paths), "float32")
+        sources = ["labelled"] * len(paths)
         if pseudo is not None and len(pseudo):
             paths += list(pseudo["path"])
             labels = np.concatenate([labels, pseudo[cfg.classes].to_numpy("float32")])
             weights = np.concatenate([weights, np.full(len(pseudo), cfg.data.pseudo_weight, "float32")])
+            sources += ["pseudo"] * len(pseudo)
+        if chief:
+            manifest = pd.DataFrame({"path": paths, "source": sources, "weight": weights})
+            manifest[cfg.classes] = labels
+            atomic_write_csv(run.root / "csv" / f"train_{run.name(fold)}.csv", manifest)
         steps = cfg.train.steps_per_epoch or math.ceil(len(paths) / batch_size)
         _log(chief, f"\n> {run.name(fold)} | img {cfg.features.img_size} | batch {batch_size} | epochs {epochs} | "
              f"steps/epoch {steps} | optimizer {cfg.train.optimizer} | scheduler {cfg.train.scheduler} | loss "
@@ -163,13 +176,6 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
         from voxtrace.data.pipeline import build_dataset
         from voxtrace.models import build_classifier
 
-        train_ds = build_dataset(paths, labels, cfg, mode="train", batch_size=batch_size, sample_weights=weights,
-                                 shuffle_seed=cfg.seed + (0 if fold == ALL_DATA else fold))
-        valid_ds = None
-        if valid_rows is not None:
-            valid_ds = build_dataset(list(valid_rows["path"]), _one_hot(valid_rows["label"], cfg.classes), cfg,
-                                     mode="valid", batch_size=batch_size)
-
         keras.backend.clear_session()
         seed_everything(cfg.seed + (0 if fold == ALL_DATA else fold))
         with strategy.scope():
@@ -178,7 +184,7 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
             optimizer.build(model.trainable_variables)
         history_csv = run.root / "csv" / f"history_{run.name(fold)}.csv"
         state = TrainingState(_state_path(resume, run, fold), optimizer, cfg.train.monitor,
-                              history_csv=history_csv if chief else None, write=chief)
+                              history_csv=history_csv if chief else None, write=chief, name=run.name(fold))
         initial_epoch = 0
         if resume:
             if Path(state.path).is_file():
@@ -190,6 +196,14 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
             initial_epoch = start_epoch
             optimizer.iterations.assign(start_epoch * steps)
         state.path = str(run.state(fold))
+
+        train_ds = build_dataset(paths, labels, cfg, mode="train", batch_size=batch_size, sample_weights=weights,
+                                 shuffle_seed=cfg.seed + (0 if fold == ALL_DATA else fold),
+                                 skip_batches=initial_epoch * steps)
+        valid_ds = None
+        if valid_rows is not None:
+            valid_ds = build_dataset(list(valid_rows["path"]), _one_hot(valid_rows["label"], cfg.classes), cfg,
+                                     mode="valid", batch_size=batch_size)
 
         callbacks = [state]
         if chief:
@@ -222,6 +236,20 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
 
     overall = _write_overall(cfg, run, oof_parts) if chief and oof_parts else None
     return {"run_dir": str(run.root), "checkpoints": checkpoints, "folds": results, "overall": overall}
+
+
+def _check_resume(resume, folds: list) -> None:
+    """Refuse a `resume` path that is missing, or one state file for several folds (each would start from it)."""
+    if resume in (None, False, True, "auto"):
+        return
+    path = Path(resume)
+    if not path.exists():
+        raise FileNotFoundError(f"--resume {resume}: no such training state file or folder")
+    if path.is_file() and len(folds) > 1:
+        raise ConfigError(
+            f"--resume {resume} is the training state of one fold, but {len(folds)} folds are selected "
+            f"(data.selected_folds={folds}): pass the state folder (one fold-K.npz per fold) or select one fold"
+        )
 
 
 def _state_path(resume, run: _Run, fold) -> str:
