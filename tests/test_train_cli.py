@@ -229,6 +229,7 @@ def test_one_state_file_for_several_folds_is_refused(tmp_path, corpus, capsys):
     (["--set", "data.selected_folds=[]"], "data.selected_folds"),
     (["--selected-folds", "1", "1"], "data.selected_folds"),
     (["--seeds", "1", "2", "--resume", "fold-0.npz"], "--resume"),
+    (["--resume", "absent/fold-0.npz"], "absent/fold-0.npz"),
 ])
 def test_bad_flags_exit_2_naming_the_key(argv, key, capsys, tmp_path):
     assert main_for("train", argv + ["--output-dir", str(tmp_path)]) == 2

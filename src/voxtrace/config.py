@@ -3,8 +3,8 @@
 A config is built from YAML files (a file may name a ``base:`` file it extends) plus dotted CLI overrides
 (``train.epochs=3``), then validated before any work starts. Every key is a dataclass field below, so an
 unknown key, a value of the wrong type or a value out of range is refused with the dotted key and what is
-allowed. NaN and infinity are refused in every numeric key. ``Config.to_dict()`` round-trips through ``Config.from_dict()``; each run saves its resolved
-config beside its checkpoints.
+allowed; NaN and infinity are refused in every numeric key. ``Config.to_dict()`` round-trips through
+``Config.from_dict()``; each run saves its resolved config beside its checkpoints.
 """
 
 from __future__ import annotations

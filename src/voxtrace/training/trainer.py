@@ -112,7 +112,8 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
     Args:
         cfg: the resolved `voxtrace.config.Config`.
         resume: continue each fold from its saved training state: True (or "auto") for the run folder's
-            `ckpt/state/`, or a path to a state folder or `.npz` file. A fold without a state starts fresh.
+            `ckpt/state/`, or the path of a state folder or of one fold's `.npz` file (one fold selected). A fold
+            without a state starts fresh; a state saved by another fold is refused.
         start_epoch: the epoch to start from, overriding the saved one.
 
     Returns:
