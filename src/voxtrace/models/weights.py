@@ -33,9 +33,9 @@ def build_with_pretrain(entry, input_shape: tuple, pretrain: str | None, kwargs:
         return entry.builder(input_shape, **kwargs)
     if pretrain in IMAGENET_TAGS:
         return _build_imagenet(entry, input_shape, pretrain, kwargs)
-    if pretrain == "whisper" or str(pretrain).lower().endswith((".bin", ".safetensors")):
-        from voxtrace.models.whisper_weights import build_whisper_pretrained
+    from voxtrace.models.whisper_weights import build_whisper_pretrained, is_whisper_pretrain
 
+    if is_whisper_pretrain(pretrain):
         return build_whisper_pretrained(entry, input_shape, pretrain, kwargs)
     model = entry.builder(input_shape, **kwargs)
     load_weights_file(model, pretrain)

@@ -254,6 +254,11 @@ def installed_whisper_weights() -> Path:
     return path
 
 
+def is_whisper_pretrain(pretrain) -> bool:
+    """Whether `model.pretrain` asks for Whisper weights: `whisper` or a `.bin` / `.safetensors` file."""
+    return pretrain == WHISPER_TAG or str(pretrain).lower().endswith(WHISPER_SUFFIXES)
+
+
 def build_whisper_pretrained(entry, input_shape, pretrain: str, kwargs: dict):
     """Build the Whisper backbone `entry` and load `pretrain` (`whisper` or a `.bin` / `.safetensors` path)."""
     if entry.family != "whisper":
