@@ -2,9 +2,10 @@
 """The classical baseline (MFCC/LFCC statistics + SVM or gradient boosting, as Bird et al.) on the demo corpus,
 side by side with the CNN ensemble of `make demo`.
 
-Trains on `data/demo/train`, predicts both eval parts, scores them with the same `voxtrace evaluate` code, and
-reads the ensemble's scores from `runs/demo/results.json` (run `make demo` first for the comparison).
-Last line: `ensemble_minus_baseline_f1: part1=X part2=Y` (macro-F1 of the best semi-supervised ensemble minus
+Trains on `data/demo/train`, predicts every held-out eval part (voices, channels, generators), scores them with
+the same `voxtrace evaluate` code, and reads the ensemble's scores from `runs/demo/results.json` (run `make demo`
+first for the comparison), then checks the demo's targets against both.
+Last line: `ensemble_minus_baseline_f1: part1=X part2=Y part3=Z` (macro-F1 of the semi-supervised ensemble minus
 the best classical model; positive means the CNN ensemble wins).
 """
 
@@ -17,14 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
+import pandas as pd
+
 from voxtrace.baselines import classical
 from voxtrace.config import Config
+from voxtrace.data.corpus.build import EVAL_PARTS
 from voxtrace.data.audio import find_audio_files
 from voxtrace.data.manifest import read_manifest
 from voxtrace.evaluation.reports import evaluate_files
 from voxtrace.inference.submission import prediction_frame, write_predictions
+from voxtrace.pipeline import BASELINE, check_targets, format_targets
 
-PARTS = ("eval_part1", "eval_part2")
+PARTS = EVAL_PARTS
 
 
 def main() -> None:
@@ -51,16 +56,19 @@ def main() -> None:
                 print(f"{kind:4s} {part}: acc {report['acc']:.3f}  macro-F1 {report['f1']:.3f}", flush=True)
     baseline = {part: max(scores[(k, part)] for k in ("svm", "gbm")) for part in PARTS}
     results = Path(args.results)
+    short = {part: part.replace("eval_", "") for part in PARTS}
     if not results.is_file():
         print(f"no {results}: run `make demo` for the ensemble side of the comparison")
-        print(f"baseline_f1: part1={baseline['eval_part1']:.3f} part2={baseline['eval_part2']:.3f}")
+        print("baseline_f1: " + " ".join(f"{short[p]}={baseline[p]:.3f}" for p in PARTS))
         return
-    rows = [r for r in json.loads(results.read_text())["rows"] if r["model"] == "ensemble" and r["stage"] == "semi"]
-    ensemble = {part: rows[0][f"{part}_f1"] for part in PARTS}
+    rows = json.loads(results.read_text())["rows"]
+    final = next(r for r in rows if r["model"] == "ensemble" and r["stage"] == "semi")
+    ensemble = {part: final[f"{part}_f1"] for part in PARTS}
     for part in PARTS:
         print(f"{part}: CNN ensemble macro-F1 {ensemble[part]:.3f} vs classical {baseline[part]:.3f}")
-    print(f"ensemble_minus_baseline_f1: part1={ensemble['eval_part1'] - baseline['eval_part1']:+.3f} "
-          f"part2={ensemble['eval_part2'] - baseline['eval_part2']:+.3f}")
+    best_baseline = {"model": BASELINE, "stage": "supervised", **{f"{p}_f1": baseline[p] for p in PARTS}}
+    print(format_targets(check_targets(pd.DataFrame([final, best_baseline]))))
+    print("ensemble_minus_baseline_f1: " + " ".join(f"{short[p]}={ensemble[p] - baseline[p]:+.3f}" for p in PARTS))
 
 
 if __name__ == "__main__":
