@@ -5,7 +5,7 @@
 # the CPU build otherwise; GPU=1 / GPU=0 forces one (make install GPU=1).
 PYTHON ?= python3
 DEMO_OUT ?= runs/demo
-DEMO_ROLES := corpus
+DEMO_ROLES := corpus whisper
 ALL_ROLES := corpus serve export whisper test
 TENSORFLOW := $(shell GPU=$(GPU) bash scripts/install_python_deps.sh --tensorflow)
 INSTALL_INPUTS := pyproject.toml $(wildcard requirements*.txt) $(wildcard scripts/install_*.sh) .install.tensorflow

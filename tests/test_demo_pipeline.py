@@ -262,3 +262,20 @@ def test_rerun_skips_every_finished_stage(demo):
     assert sorted(skipped) == sorted(set(ran) - {"corpus"})  # the corpus is found, not rebuilt
     assert demo["after"] == demo["before"]  # no checkpoint, prediction, label or clip rewritten
     assert (out / "results.csv").read_text() == demo["results_before"]
+
+
+def test_each_model_of_the_ensemble_may_have_its_own_config(tmp_path):
+    from voxtrace.commands.demo import DEFAULT_MODELS
+    from voxtrace.pipeline import DemoPlan
+
+    main = REPO / "configs" / "demo.yaml"
+    plan = DemoPlan(cfg_path=main, models=["cnn4", f"whisper_tiny_en={REPO / 'configs' / 'demo-whisper.yaml'}"],
+                    out=tmp_path)
+    assert plan.model_configs == [("cnn4", main), ("whisper_tiny_en", REPO / "configs" / "demo-whisper.yaml")]
+    whisper = Config.load(plan.model_configs[1][1])
+    assert (whisper.model.name, whisper.features.kind, whisper.data.root) == ("whisper_tiny_en", "raw", "data/demo")
+    for item in DEFAULT_MODELS:  # the defaults name configs that exist (relative to the repository root)
+        name, _, cfg = item.partition("=")
+        assert not cfg or (REPO / cfg).is_file(), item
+    with pytest.raises(FileNotFoundError, match="NAME=CONFIG"):
+        _ = DemoPlan(cfg_path=main, models=["cnn4=missing.yaml"], out=tmp_path).model_configs

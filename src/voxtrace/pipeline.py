@@ -35,7 +35,11 @@ BASELINE = "MFCC/LFCC + SVM (classical)"
 
 @dataclass
 class DemoPlan:
-    """What the pipeline runs: a config, the backbones of the ensemble, and where everything goes."""
+    """What the pipeline runs: a config, the backbones of the ensemble, and where everything goes.
+
+    A model is `NAME` (trained with `cfg_path`) or `NAME=CONFIG` (trained with its own config, e.g. a waveform
+    backbone beside log-mel CNNs); every checkpoint carries its config, so the ensemble mixes them freely.
+    """
 
     cfg_path: Path
     models: list[str]
@@ -45,6 +49,18 @@ class DemoPlan:
     @functools.cached_property
     def cfg(self) -> Config:
         return Config.load(self.cfg_path)
+
+    @property
+    def model_configs(self) -> list[tuple[str, Path]]:
+        """(backbone name, config path) of each model of the ensemble; a missing config is named up front."""
+        pairs = []
+        for item in self.models:
+            name, _, cfg_path = item.partition("=")
+            path = Path(cfg_path) if cfg_path else self.cfg_path
+            if not name or not path.is_file():
+                raise FileNotFoundError(f"--models {item}: expected NAME or NAME=CONFIG with an existing config file")
+            pairs.append((name, path))
+        return pairs
 
     @property
     def data_dir(self) -> Path:
@@ -87,17 +103,16 @@ def run_demo(plan: DemoPlan) -> dict:
         stages.run("corpus", corpus_argv)
     eval_dirs = [str(plan.data_dir / part) for part in EVAL_PARTS]
     infer_args = [arg for d in eval_dirs for arg in ("--infer-path", d)]
-    base = ["train", "--cfg", str(plan.cfg_path), "--resume"]
+    models = plan.model_configs
 
-    for model in plan.models:
-        stages.run(f"supervised-{model}", base + ["--model-name", model, "--output-dir", str(plan.out / "supervised")])
+    for model, cfg_path in models:
+        stages.run(f"supervised-{model}", ["train", "--cfg", str(cfg_path), "--resume", "--model-name", model,
+                                           "--output-dir", str(plan.out / "supervised")])
     pseudo_csv = plan.out / "pseudo.csv"
     stages.run("pseudo", ["pseudo", "--model-dir", str(plan.out / "supervised"), *infer_args, "--output", str(pseudo_csv)])
-    for model in plan.models:
-        stages.run(
-            f"semi-{model}",
-            base + ["--model-name", model, "--output-dir", str(plan.out / "semi"), "--pseudo-csv", str(pseudo_csv)],
-        )
+    for model, cfg_path in models:
+        stages.run(f"semi-{model}", ["train", "--cfg", str(cfg_path), "--resume", "--model-name", model,
+                                     "--output-dir", str(plan.out / "semi"), "--pseudo-csv", str(pseudo_csv)])
 
     rows = []
     for stage in ("supervised", "semi"):

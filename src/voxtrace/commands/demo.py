@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_MODELS = ["ResNet18", "MobileNetV3Small"]
+# log-mel ResNet18 from random weights, and the frozen pretrained Whisper encoder over waveforms
+DEFAULT_MODELS = ["ResNet18", "whisper_tiny_en=configs/demo-whisper.yaml"]
 
 
 def add_arguments(parser):
     parser.add_argument("--cfg", default="configs/demo.yaml", help="config of every training run (default: %(default)s)")
     parser.add_argument(
-        "--models", nargs="+", default=DEFAULT_MODELS, help="backbones of the ensemble (default: %(default)s)"
+        "--models", nargs="+", default=DEFAULT_MODELS,
+        help="backbones of the ensemble, each NAME (trained with --cfg) or NAME=CONFIG (default: %(default)s)",
     )
     parser.add_argument("--out", default="runs/demo", help="run folder; a rerun skips finished stages (default: %(default)s)")
     parser.add_argument("--per-class", type=int, default=None, help="training clips per class when the corpus is built")
