@@ -2,8 +2,10 @@
 
 Channel perturbations imitate what happens to a clip between the generator and the listener (noise, room,
 codecs, telephone, band limits, resampling); voice perturbations change the speaker but keep the synthesis
-method (pitch, speed, vocal-tract length). The demo corpus builds SP Cup part 2 with `random_channel`, and
-train-time augmentation calls the same functions through `tf.numpy_function`.
+method (pitch, speed, vocal-tract length). `CHANNEL_FAMILIES` names the channel families (telephone lines,
+speech and audio codecs through ffmpeg, rooms, noise, clipping, packet loss, hum); the demo corpus splits them
+between its train split and its held-out channel part, and train-time augmentation calls the training ones
+through `tf.numpy_function`.
 
 Every function takes and returns a 1-D float32 waveform of the SAME length (shape-preserving), and every
 random choice comes from an explicit `rng: np.random.Generator`, so a seed reproduces a perturbation.
