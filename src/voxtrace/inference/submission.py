@@ -121,10 +121,7 @@ class PartialPredictions:
         csv.writer(header, lineterminator="\n").writerow(["path", *self.classes, "error"])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(self.path, "w") as fh:
-                fh.write(header.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
+            self._write_synced("w", header.getvalue())
         except BaseException:
             self._unlink()
             raise
@@ -138,14 +135,18 @@ class PartialPredictions:
             writer.writerow([str(path), *(repr(float(v)) for v in row), errors.get(str(path), "")])
         size = self.path.stat().st_size
         try:
-            with open(self.path, "a") as fh:
-                fh.write(text.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
+            self._write_synced("a", text.getvalue())
         except BaseException:
             os.truncate(self.path, size)
             raise
         self.rows += len(paths)
+
+    def _write_synced(self, mode: str, text: str) -> None:
+        """Write `text` (mode "w" or "a") and return only once it is on disk."""
+        with open(self.path, mode) as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def discard_if_empty(self) -> None:
         """Remove the file when it holds no scored row (nothing to resume)."""

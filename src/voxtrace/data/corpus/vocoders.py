@@ -44,7 +44,7 @@ def lpc_vocoder(x: np.ndarray, rng, sample_rate: int) -> tuple[np.ndarray, str]:
     order = int(rng.choice([12, 16, 20]))
     frame, hop = int(0.025 * sample_rate), int(0.01 * sample_rate)
     padded = np.pad(x, (frame, frame))
-    f0, voiced, _ = _pitch(padded, sample_rate, hop, frame)
+    f0, voiced = _pitch(padded, sample_rate, hop, frame)
     window = np.hanning(frame).astype(np.float32)
     y = np.zeros(len(padded) + frame, np.float32)
     phase = 0.0
@@ -108,7 +108,7 @@ VOCODER_PACKAGES = {"world": "pyworld (PyPI)", "codec2": "ffmpeg (Debian, with l
 
 
 def available_vocoders(names) -> list[str]:
-    """The vocoders of `names` that run on this machine (a one-sample-per-second smoke test each)."""
+    """The vocoders of `names` that run on this machine (each tried on a 0.5 s tone)."""
     rng = np.random.default_rng(0)
     probe = (0.1 * np.sin(np.arange(8000) * 0.07)).astype(np.float32)
     found = []
@@ -131,7 +131,7 @@ def _pitch(x: np.ndarray, sample_rate: int, hop: int, frame: int):
     zcr = librosa.feature.zero_crossing_rate(x, frame_length=frame, hop_length=hop, center=False)[0]
     zcr = np.pad(zcr, (0, max(0, len(f0) - len(zcr))), constant_values=1.0)[: len(f0)]
     voiced = (energy > 0.05 * np.median(energy[energy > 0]) if np.any(energy > 0) else energy > 0) & (zcr < 0.25)
-    return f0, voiced, energy
+    return f0, voiced
 
 
 def _match_rms(y: np.ndarray, reference: np.ndarray) -> np.ndarray:
