@@ -21,6 +21,8 @@ import yaml
 
 ATTRIBUTION_CLASSES = ["espeak", "clustergen", "diphone", "hts", "vits", "unknown"]
 DETECTION_CLASSES = ["bonafide", "spoof"]
+FROZEN_HEADS = ("logistic", "mlp", "knn")  # fitted on a frozen backbone's cached features
+HEAD_KINDS = ("dense",) + FROZEN_HEADS  # dense: the reference's Dense(selu) + softmax, trained end to end
 
 
 class ConfigError(ValueError):
@@ -53,7 +55,7 @@ class AudioConfig:
     pad_mode: str = "constant"  # constant | reflect | random  (how short clips are padded)
     crop_mode: str = "random"  # random | center | start  (how long clips are cropped in training)
     window_hop: float = 0.5  # inference windows overlap by this fraction of `duration`
-    window_agg: str = "mean"  # mean | max  (how window scores of a long file are merged)
+    window_agg: str = "mean"  # mean | geometric | max  (how window scores of a long file are merged)
 
 
 @dataclass
@@ -112,6 +114,24 @@ class AugmentConfig:
 
 
 @dataclass
+class HeadConfig:
+    """The classifier over the backbone's features. `dense` (the reference's Dense selu + softmax) trains with
+    the backbone; `logistic`, `mlp` and `knn` are fitted in seconds on the cached features of a frozen backbone
+    (`voxtrace.training.frozen`, `voxtrace.models.heads`)."""
+
+    kind: str = "dense"  # dense | logistic | mlp | knn
+    c: float = 1.0  # logistic: inverse L2 strength (scikit-learn's C) on standardised features
+    hidden: int = 256  # mlp: hidden width
+    dropout: float = 0.2  # mlp: dropout before the output layer
+    epochs: int = 60  # mlp: passes over the cached features
+    k: int = 10  # knn: neighbours that vote
+    temperature: float = 0.1  # knn: a neighbour's vote is exp(cosine similarity / temperature)
+    augment_draws: int = 0  # frozen heads: augmented copies (the `augment` section) of each training clip, beside it
+    known_only: bool = False  # fit on the known classes only; `unknown` then comes from open-set rejection
+    cache_dir: str | None = None  # where frozen features are cached (default: OUTPUT_DIR/feature_cache)
+
+
+@dataclass
 class ModelConfig:
     """The backbone (a name from `voxtrace.models.list_models()`) and the head on top of it."""
 
@@ -123,6 +143,7 @@ class ModelConfig:
     disable_bn: bool = False
     bn_momentum: float | None = None  # BatchNorm moving-average momentum (null: the backbone's; 0.9 suits short runs from scratch)
     options: dict = field(default_factory=dict)  # backbone keyword arguments, e.g. {trainable_blocks: 0}
+    head: HeadConfig = field(default_factory=HeadConfig)
 
 
 @dataclass
@@ -276,7 +297,7 @@ class Config:
         _choice("audio.pad_mode", a.pad_mode, ["constant", "reflect", "random"])
         _choice("audio.crop_mode", a.crop_mode, ["random", "center", "start"])
         _range("audio.window_hop", a.window_hop, 0.05, 1.0)
-        _choice("audio.window_agg", a.window_agg, ["mean", "max"])
+        _choice("audio.window_agg", a.window_agg, ["mean", "geometric", "max"])
         f = self.features
         # raw: the waveform passes through unchanged, for raw-waveform backbones (rawnet2*, wav2vec_conv*)
         _choice("features.kind", f.kind, ["logmel", "stft", "mfcc", "lfcc", "wavelet", "raw"])
@@ -321,6 +342,19 @@ class Config:
                               f"Received: model.options={m.options!r}")
         if m.bn_momentum is not None:
             _range("model.bn_momentum", m.bn_momentum, 0.0, 0.9999)
+        h = m.head
+        _choice("model.head.kind", h.kind, list(HEAD_KINDS))
+        _range("model.head.c", h.c, 1e-8, None)
+        _range("model.head.hidden", h.hidden, 1, None)
+        _range("model.head.dropout", h.dropout, 0.0, 0.99)
+        _range("model.head.epochs", h.epochs, 1, None)
+        _range("model.head.k", h.k, 1, None)
+        _range("model.head.temperature", h.temperature, 1e-4, None)
+        _range("model.head.augment_draws", h.augment_draws, 0, 64)
+        if h.known_only and (h.kind == "dense" or self.unknown_class is None):
+            raise ConfigError("model.head.known_only needs a frozen head (model.head.kind logistic, mlp or knn) "
+                              f"and an unknown_class. Received: model.head.kind={h.kind!r}, "
+                              f"unknown_class={self.unknown_class!r}")
         t = self.train
         _range("train.epochs", t.epochs, 1, None)
         _range("train.batch_size", t.batch_size, 1, None)

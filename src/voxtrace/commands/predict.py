@@ -46,6 +46,9 @@ def add_arguments(parser) -> None:
                         help="windows per batch (default: infer.batch_size, else picked by input size and free RAM)")
     parser.add_argument("--weights", nargs="+", default=None, metavar="NAME=W",
                         help="per-model weights by run name or backbone name (mean/geometric only)")
+    parser.add_argument("--per-model", action="store_true",
+                        help="also write each model's own probabilities (weight-0 models included) to "
+                             "OUTPUT_STEM.per_model/RUN.csv, for a run that is not resumed")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any file could not be predicted")
     parser.add_argument("--cfg", default=None,
                         help="YAML whose `infer` section gives defaults for the flags above; checkpoints carry "
@@ -141,7 +144,8 @@ def run(args) -> int:
         raise ValueError(f"--save-every must be >= 1 and --max-duration > 0. Received: save_every="
                          f"{args.save_every}, max_duration={args.max_duration}")
     ensemble = Ensemble(args.model_dir, agg=settings["agg"], weights=args.weights, tta=settings["tta"],
-                        batch_size=settings["batch_size"], max_duration=args.max_duration)
+                        batch_size=settings["batch_size"], max_duration=args.max_duration,
+                        every_member=args.per_model)
     partial = PartialPredictions(output, {
         "classes": ensemble.classes, "agg": ensemble.agg, "tta": ensemble.tta, "weights": ensemble.weights,
         "max_duration": args.max_duration,
@@ -155,6 +159,10 @@ def run(args) -> int:
     if args.debug:
         files = files[:100]
     done = _previous_rows(partial, args.resume)
+    if args.per_model and done:
+        raise ValueError(f"--per-model needs every file scored in this run, but {partial.path} holds {len(done)} "
+                         f"rows of an interrupted one: delete it, or resume without --per-model")
+    per_model: dict[str, list] = {}
     try:
         todo = [f for f in files if str(f) not in done]
         print(f"predict: {len(files)} files" + (f" ({len(files) - len(todo)} already in {partial.path})" if
@@ -169,8 +177,12 @@ def run(args) -> int:
                 chunk = todo[first: first + args.save_every]
                 result = ensemble.predict(chunk, progress=args.verbose > 0)
                 partial.append(chunk, result.probs, result.errors)
+                for name, probs in result.per_model.items():
+                    per_model.setdefault(name, []).append(probs)
                 done.update((str(p), (result.probs[i], result.errors.get(str(p), ""))) for i, p in enumerate(chunk))
         frame, errors = _write_outputs(args, output, ensemble, open_set, files, done, unreadable)
+        if args.per_model:
+            _write_per_model(output, ensemble, todo, per_model)
     except OutputError as err:
         partial.discard_if_empty()
         kept = f" (the {partial.rows} rows scored so far are in {partial.path}: rerun with --resume)"
@@ -185,6 +197,27 @@ def run(args) -> int:
         print(f"predict: failed: {path}: {message}", file=sys.stderr)
     print(f"predict: {len(frame) - len(errors)} predicted, {len(errors)} failed, {time.time() - start:.1f} s")
     return 1 if args.strict and errors else 0
+
+
+def per_model_path(output: Path, run_name: str) -> Path:
+    """Where `--per-model` writes one run's probabilities."""
+    return output.parent / f"{output.stem}.per_model" / f"{run_name.replace('/', '__')}.csv"
+
+
+def _write_per_model(output: Path, ensemble, files, per_model: dict) -> None:
+    import numpy as np
+
+    from voxtrace.inference.submission import prediction_frame, write_predictions
+
+    for name, chunks in per_model.items():
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(ensemble.classes)), np.float32)
+        ok = np.isfinite(probs).all(axis=1)
+        pred = np.where(ok, np.nan_to_num(probs).argmax(axis=1), -1)
+        errors = {str(f): "not predicted" for f, good in zip(files, ok) if not good}
+        path = per_model_path(output, name)
+        with writing(path):
+            write_predictions(path, prediction_frame(files, probs, pred, errors, ensemble.classes, with_probs=True))
+    print(f"predict: wrote each model's probabilities to {per_model_path(output, 'x').parent}")
 
 
 def _previous_rows(partial, resume: bool) -> dict:

@@ -112,10 +112,13 @@ class EnsembleResult:
 
 
 class Ensemble:
-    """Every checkpoint under a model dir, predicted one run at a time (its folds share one decoding pass)."""
+    """Every checkpoint under a model dir, predicted one run at a time (its folds share one decoding pass).
+
+    A run of weight 0 is not predicted at all, unless `every_member` asks for each run's own scores.
+    """
 
     def __init__(self, model_dir, agg: str = "mean", weights=None, tta: int = 1, batch_size: int | None = None,
-                 max_duration: float | None = None):
+                 max_duration: float | None = None, every_member: bool = False):
         if agg not in AGGREGATIONS:
             raise ValueError(f"agg must be one of {list(AGGREGATIONS)}. Received: agg={agg!r}")
         if agg == "max" and weights:
@@ -128,6 +131,7 @@ class Ensemble:
         self.weights = parse_weights(weights, self.runs)
         self.agg, self.tta, self.batch_size = agg, int(tta), batch_size
         self.max_duration = max_duration  # files longer are read span by span (predictor.MAX_DECODE_S if None)
+        self.every_member = every_member
 
     @property
     def cfg(self):
@@ -141,6 +145,9 @@ class Ensemble:
         models_acc = Aggregator(self.agg)
         per_model, errors = {}, {}
         for i, run in enumerate(self.runs):
+            weight = self.weights[run.name]
+            if weight == 0 and not self.every_member:
+                continue
             models = [load_checkpoint(p) for p in run.checkpoints]
             desc = f"model {i + 1}/{len(self.runs)} {run.name} ({len(models)} ckpt)"
             fold_probs, run_errors = predict_models(
@@ -150,7 +157,6 @@ class Ensemble:
             del models
             _release_models()
             per_model[run.name] = aggregate(fold_probs, self.agg)
-            weight = self.weights[run.name]
             if weight > 0:
                 models_acc.add(per_model[run.name], weight)
             for path, message in run_errors.items():
@@ -166,3 +172,40 @@ def _release_models() -> None:
 
     keras.backend.clear_session()
     gc.collect()
+
+
+def fit_member_weights(oof: dict[str, "pd.DataFrame"], classes, step: float = 0.1) -> tuple[dict, "pd.DataFrame"]:
+    """Ensemble weights that maximise the macro-F1 of the weighted mean of out-of-fold probabilities.
+
+    `oof` maps a run name to its out-of-fold frame (`path`, `label`, one column per class), joined on `path`.
+    Every weighting on a grid of `step` over the simplex is scored; ties go to the higher mean log-probability
+    of the true class. Returns `({run: weight}, table)` with one row per weighting tried (best first).
+    """
+    import itertools
+
+    import pandas as pd
+
+    from voxtrace.evaluation.metrics import label_indices, label_scores
+
+    names = list(oof)
+    frames = [oof[n].drop_duplicates("path").set_index("path") for n in names]
+    common = frames[0].index
+    for frame in frames[1:]:
+        common = common.intersection(frame.index)
+    if len(common) == 0:
+        raise ValueError(f"the out-of-fold predictions of {names} share no clip (joined on path)")
+    probs = np.stack([f.loc[common, classes].to_numpy(np.float64) for f in frames])
+    labels = label_indices(frames[0].loc[common, "label"], classes)
+    steps = int(round(1 / step))
+    rows = []
+    for combo in itertools.product(range(steps + 1), repeat=len(names)):
+        if sum(combo) != steps:
+            continue
+        weights = np.array(combo, np.float64) / steps
+        mixed = np.tensordot(weights, probs, axes=1)
+        f1 = label_scores(labels, mixed.argmax(axis=1), classes)["f1"]
+        loglik = float(np.mean(np.log(np.clip(mixed[np.arange(len(labels)), labels], _EPS, 1.0))))
+        rows.append({**dict(zip(names, weights)), "f1": f1, "log_likelihood": loglik})
+    table = pd.DataFrame(rows).sort_values(["f1", "log_likelihood"], ascending=False, ignore_index=True)
+    best = table.iloc[0]
+    return {name: float(best[name]) for name in names}, table

@@ -30,6 +30,7 @@ _BATCH_BY_SIZE = ((768, 16), (640, 32), (0, 64))
 _HEAVY_BACKBONES = {"convnext": 16, "ECA_NFNet": 16, "EfficientNet": 32, "RegNet": 32, "ResNetRS": 32, "ResNest": 32}
 _ACTIVATION_FACTOR = 48  # rough peak activation bytes of a CNN per input-image byte, used to bound RAM
 MAX_DECODE_S = 600.0  # seconds of audio decoded at once; longer files are read span by span
+_EPS = 1e-12  # probability floor of the geometric window aggregate
 _DECODE_RAM_SHARE = 0.1  # at most this share of free RAM holds decoded windows waiting for the model
 
 
@@ -216,6 +217,8 @@ class _FileScores:
         """Add `[models, C]` scores of one window; True when the file is complete."""
         if self.agg == "max":
             np.maximum(self.values[tta_pass], scores, out=self.values[tta_pass])
+        elif self.agg == "geometric":
+            self.values[tta_pass] += np.log(np.clip(scores, _EPS, None))
         else:
             self.values[tta_pass] += scores
         self.remaining -= 1
@@ -223,7 +226,16 @@ class _FileScores:
 
     def result(self) -> np.ndarray:
         per_pass = self.values if self.agg == "max" else self.values / self.counts[:, None, None]
+        if self.agg == "geometric":
+            per_pass = _softmax(per_pass)
         return per_pass.mean(axis=0)
+
+
+def _softmax(log_scores: np.ndarray) -> np.ndarray:
+    """Normalised `exp` over the last axis: the geometric mean of window probabilities, summing to 1 (for a
+    softmax model, the softmax of the mean window logits)."""
+    shifted = np.exp(log_scores - log_scores.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def _lookahead(cfg, batch_size: int, tta: int, max_duration: float) -> int:

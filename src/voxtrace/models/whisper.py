@@ -15,6 +15,9 @@ from local files only (`voxtrace.models.whisper_weights`, `model.pretrain: whisp
 * `layer_weights`: True replaces the last block's output by a softmax-weighted sum of every hidden state
   (the SUPERB recipe), each layer-normalised without learned scale first.
 * `pooling`: `mean_std` (mean and standard deviation over frames, `[B, 2 * width]`) or `mean` (`[B, width]`).
+* `states`: which hidden states feed the pooling: None (the last), `all`, or a list of indices (0: after the
+  position table, k: after block k, the last one after the final LayerNorm). Several states are pooled one by
+  one and concatenated (`[B, S * 2 * width]` with `mean_std`), or summed first with `layer_weights`.
 """
 
 from __future__ import annotations
@@ -176,10 +179,25 @@ def encoder_block(x, width: int, num_heads: int, name: str):
     return layers.Add(name=f"{name}_mlp_add")([x, y])
 
 
+def select_states(states, num_layers: int) -> list[int]:
+    """Indices of the hidden states a `states` option names (see the module docstring)."""
+    if states is None:
+        return [num_layers]
+    if states == "all":
+        return list(range(num_layers + 1))
+    if isinstance(states, (list, tuple)) and states and all(isinstance(i, int) for i in states):
+        chosen = sorted({i if i >= 0 else num_layers + 1 + i for i in states})
+        if all(0 <= i <= num_layers for i in chosen):
+            return chosen
+    raise ValueError(f"states must be null, 'all' or a list of state indices within [0, {num_layers}] (negative "
+                     f"counts from the last). Received: states={states!r}")
+
+
 def whisper_encoder(input_shape, name: str, width: int, num_layers: int, num_heads: int, n_mels: int = 80,
                     trainable_blocks: int | None = None, layer_weights: bool = False,
-                    pooling: str = "mean_std") -> keras.Model:
+                    pooling: str = "mean_std", states=None) -> keras.Model:
     """Waveforms (any input shape, read as one mono 16 kHz waveform) -> pooled encoder features."""
+    chosen = select_states(states, int(num_layers))  # a bad option fails before the model is built
     width, num_layers, num_heads = int(width), int(num_layers), int(num_heads)
     if width % num_heads:
         raise ValueError(f"width must be a multiple of num_heads. Received: width={width}, num_heads={num_heads}")
@@ -199,16 +217,25 @@ def whisper_encoder(input_shape, name: str, width: int, num_layers: int, num_hea
     x = layers.ZeroPadding1D(1, name="conv2_pad")(x)
     x = layers.Conv1D(width, 3, strides=2, activation="gelu", name="conv2")(x)
     x = WhisperPositions(MAX_POSITIONS, name="positions")(x)
-    states = [x]
+    hidden = [x]
     for i in range(num_layers):
-        states.append(encoder_block(states[-1], width, num_heads, name=f"block{i}"))
-    states[-1] = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="final_norm")(states[-1])
-    x = WeightedLayerSum(name="layer_sum")(states) if layer_weights else states[-1]
-    pool = MeanStdPooling1D(name="pool") if pooling == "mean_std" else layers.GlobalAveragePooling1D(name="pool")
-    model = keras.Model(inputs, pool(x), name=name)
+        hidden.append(encoder_block(hidden[-1], width, num_heads, name=f"block{i}"))
+    hidden[-1] = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="final_norm")(hidden[-1])
+    if layer_weights:  # SUPERB: every state (or the chosen ones) summed with learned weights, then pooled
+        x = _pool(WeightedLayerSum(name="layer_sum")(hidden if states is None else [hidden[i] for i in chosen]),
+                  pooling, "pool")
+    elif len(chosen) == 1:
+        x = _pool(hidden[chosen[0]], pooling, "pool")
+    else:
+        x = layers.Concatenate(name="pool")([_pool(hidden[i], pooling, f"pool_state{i}") for i in chosen])
+    model = keras.Model(inputs, x, name=name)
     if trainable_blocks is not None:
         freeze_encoder(model, num_layers - int(trainable_blocks))
     return model
+
+
+def _pool(x, pooling: str, name: str):
+    return (MeanStdPooling1D(name=name) if pooling == "mean_std" else layers.GlobalAveragePooling1D(name=name))(x)
 
 
 def freeze_encoder(model: keras.Model, frozen_blocks: int) -> None:
@@ -228,9 +255,9 @@ def _register(size: str, registered_name: str) -> None:
     default_width, default_layers, default_heads = WHISPER_SIZES[size]
 
     def builder(input_shape, width=default_width, num_layers=default_layers, num_heads=default_heads, n_mels=80,
-                trainable_blocks=None, layer_weights=False, pooling="mean_std"):
+                trainable_blocks=None, layer_weights=False, pooling="mean_std", states=None):
         return whisper_encoder(input_shape, registered_name, width, num_layers, num_heads, n_mels,
-                               trainable_blocks, layer_weights, pooling)
+                               trainable_blocks, layer_weights, pooling, states)
 
     builder.__name__ = registered_name
     builder.__doc__ = (f"The Whisper {size} encoder ({default_width} wide, {default_layers} blocks, "

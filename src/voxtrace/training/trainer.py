@@ -32,6 +32,7 @@ from voxtrace.config import ConfigError
 from voxtrace.data.manifest import balance_classes, read_manifest
 from voxtrace.io import atomic_path, atomic_write_csv, atomic_write_json
 from voxtrace.training.folds import assign_folds
+from voxtrace.training.frozen import is_frozen, train_frozen
 from voxtrace.training.losses import get_loss
 from voxtrace.training.loop import TensorBoardLogger, TrainingState, TrainLoop, WandbLogger
 from voxtrace.training.optimizers import agc_clip_factor, build_optimizer
@@ -139,6 +140,8 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
     _log(chief, f"> {cfg.run_name}: {len(frame):,} labelled files"
          + (f" + {len(pseudo):,} pseudo-labelled" if pseudo is not None else "")
          + f" | strategy {type(strategy).__name__} ({strategy.num_replicas_in_sync} replicas) | policy {policy}")
+    if is_frozen(cfg):
+        return train_frozen(cfg, run, frame, pseudo, lambda labels: _one_hot(labels, cfg.classes))
 
     results, checkpoints, oof_parts = {}, [], []
     lr_plotted = False

@@ -1,0 +1,296 @@
+"""Members on a frozen backbone: features computed once per clip and cached, a head fitted on them in seconds.
+
+A frozen backbone (e.g. `whisper_tiny_en` with `trainable_blocks: 0`) maps a window to the same features at
+every epoch, so training it end to end recomputes them for nothing. Here each training clip is decoded once,
+cut into the windows `voxtrace predict` uses (`inference.predictor.tta_windows`, pass 0), every window goes
+through the backbone once, and the clip's feature vector is the mean of its window features. With
+`model.head.augment_draws: n` each clip also gets n augmented copies (the `augment` section's voice and
+channel perturbations, seeded by the clip and the draw). Features are cached on disk (`FeatureCache`) under
+a fingerprint of the backbone (name, options, weights) and the windowing, keyed by the clip's path, size,
+modification time and draw, so the supervised and semi-supervised runs and every fold share them.
+
+The head (`model.head.kind`: logistic, mlp, knn; `voxtrace.models.heads`) is fitted on the clip features.
+Leave-voice-out out-of-fold probabilities come for free: the head is refitted without each fold's voices
+(`data.folds`, `training.folds.assign_folds`) and scores that fold's clips as `predict` would (the head
+applied to every window, windows merged with `audio.window_agg`). The checkpoint (`ckpt/model.keras`) is
+the full model fitted on every clip, waveforms -> probabilities, and loads like any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from voxtrace.config import FROZEN_HEADS
+from voxtrace.io import atomic_path, atomic_write_csv
+
+def is_frozen(cfg) -> bool:
+    """Whether `cfg` trains a frozen-feature head instead of the whole model."""
+    return cfg.model.head.kind in FROZEN_HEADS
+
+
+# ---- feature extraction and its cache -----------------------------------------------------------------------
+class FeatureCache:
+    """Window features `[windows, D]` of one clip and draw, one `.npy` file each under `root/fingerprint/`."""
+
+    def __init__(self, root, fingerprint: str):
+        self.dir = Path(root) / fingerprint
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(path, draw: int) -> str:
+        stat = os.stat(path)
+        raw = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{draw}"
+        return hashlib.sha1(raw.encode()).hexdigest()
+
+    def get(self, path, draw: int) -> np.ndarray | None:
+        file = self.dir / f"{self.key(path, draw)}.npy"
+        return np.load(file) if file.is_file() else None
+
+    def put(self, path, draw: int, features: np.ndarray) -> None:
+        with atomic_path(self.dir / f"{self.key(path, draw)}.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, features.astype("float32"))
+
+
+def fingerprint(cfg, extractor: keras.Model) -> str:
+    """What the cached features depend on: the backbone, its weights, the windowing and the augmentation."""
+    settings = {
+        "model": [cfg.model.name, cfg.model.pretrain, cfg.model.options], "features": cfg.to_dict()["features"],
+        "audio": [cfg.audio.sample_rate, cfg.num_samples, cfg.audio.window_hop, cfg.audio.pad_mode],
+        "augment": cfg.to_dict()["augment"], "seed": cfg.seed,
+    }
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode())
+    for weight in extractor.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes()[:4096])
+    return f"{cfg.model.name}-{digest.hexdigest()[:16]}"
+
+
+def feature_extractor(cfg) -> keras.Model:
+    """The backbone of `cfg` with its front-end: waveforms `[B, num_samples]` -> pooled features `[B, D]`."""
+    from voxtrace.models import build_classifier
+
+    return build_classifier(cfg)  # a frozen head without its arrays ends at the features
+
+
+def _draw_seed(cfg, path, draw: int) -> np.ndarray:
+    digest = hashlib.sha1(f"{Path(path).name}|{draw}".encode()).digest()
+    return np.array([cfg.seed, int.from_bytes(digest[:4], "little") & 0x7FFFFFFF], dtype=np.int64)
+
+
+def _clip_windows(cfg, path, draw: int) -> np.ndarray:
+    """The windows `predict` scores (pass 0) of one clip, after the draw's augmentation (draw 0: none)."""
+    from voxtrace.data.audio import load_audio
+    from voxtrace.inference.predictor import tta_windows
+
+    x = load_audio(path, cfg.audio.sample_rate)
+    if draw:
+        from voxtrace.data.augment import augment_waveform
+
+        x = augment_waveform(x, cfg.augment, cfg.audio.sample_rate, seed=_draw_seed(cfg, path, draw)).numpy()
+    return tta_windows(x, cfg, 1, np.random.default_rng(0))[0]
+
+
+def extract_features(cfg, extractor: keras.Model, paths, draws: int = 0, cache: FeatureCache | None = None,
+                     batch_size: int = 16, progress: bool = True):
+    """Window features of every clip and draw: `({(path, draw): [windows, D]}, {path: error message})`.
+
+    Clips that cannot be decoded are reported in the error dict and left out; every other clip is processed.
+    """
+    features, errors = {}, {}
+    todo = []
+    for path in paths:
+        for draw in range(draws + 1):
+            cached = cache.get(path, draw) if cache else None
+            if cached is None:
+                todo.append((path, draw))
+            else:
+                features[(path, draw)] = cached
+    pending, owners = [], []
+
+    def flush():
+        if not pending:
+            return
+        batch = np.concatenate(pending)
+        padded = np.concatenate([batch, np.zeros((-len(batch) % batch_size, batch.shape[1]), batch.dtype)])
+        out = np.concatenate([extractor.predict_on_batch(padded[i: i + batch_size])
+                              for i in range(0, len(padded), batch_size)])[: len(batch)]
+        start = 0
+        for (path, draw), count in owners:
+            features[(path, draw)] = out[start: start + count]
+            if cache:
+                cache.put(path, draw, features[(path, draw)])
+            start += count
+        pending.clear()
+        owners.clear()
+
+    bar = tqdm(todo, desc=f"features {cfg.model.name}", unit="clip", disable=not progress or not todo)
+    for path, draw in bar:
+        try:
+            windows = _clip_windows(cfg, path, draw)
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
+            errors[str(path)] = f"{type(err).__name__}: {err}"
+            continue
+        pending.append(windows)
+        owners.append(((path, draw), len(windows)))
+        if sum(len(p) for p in pending) >= 4 * batch_size:
+            flush()
+    flush()
+    return features, errors
+
+
+# ---- fitting -----------------------------------------------------------------------------------------------
+def fit_head(cfg, x: np.ndarray, targets: np.ndarray, weights: np.ndarray):
+    """Fit `cfg.model.head` on clip features `x [n, D]` with (soft) `targets [n, C]` and sample `weights`.
+
+    `logistic` is scikit-learn's `StandardScaler` + `LogisticRegression(C=head.c)` on the hard labels (the
+    argmax of soft targets, weighted by the sample weight); classes absent from the targets (e.g. `unknown`
+    with `known_only`) get a bias that keeps their probability at zero.
+    """
+    from voxtrace.models.classifier import CLASSIFIER_LAYER
+    from voxtrace.models.heads import FittedHead
+
+    head = cfg.model.head
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale > 1e-8, scale, 1.0)  # as StandardScaler: constant features are left unscaled
+    z = (x - mean) / scale
+    num_classes = targets.shape[1]
+    if head.kind == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        labels = targets.argmax(axis=1)
+        model = LogisticRegression(C=head.c, max_iter=2000)
+        model.fit(z, labels, sample_weight=weights)
+        coef, bias = model.coef_, model.intercept_
+        if len(model.classes_) == 2:  # scikit-learn's binary form: p1 = sigmoid(w.x + b) = softmax([0, w.x + b])
+            coef, bias = np.vstack([np.zeros_like(coef[0]), coef[0]]), np.array([0.0, bias[0]])
+        kernel = np.zeros((x.shape[1], num_classes))
+        full_bias = np.full(num_classes, -1e4)
+        kernel[:, model.classes_] = coef.T
+        full_bias[model.classes_] = bias
+        return FittedHead("logistic", mean, scale, {CLASSIFIER_LAYER: [kernel, full_bias]})
+    if head.kind == "knn":
+        bank = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        return FittedHead("knn", mean, scale, {CLASSIFIER_LAYER: [bank, targets]})
+    return _fit_mlp(cfg, z, targets, weights, FittedHead("mlp", mean, scale))
+
+
+def _fit_mlp(cfg, z, targets, weights, fitted):
+    from voxtrace.models.classifier import CLASSIFIER_LAYER
+    from voxtrace.models.heads import frozen_head
+
+    keras.utils.set_random_seed(cfg.seed)
+    inputs = keras.Input((z.shape[1],))
+    # its Standardize layer starts as the identity (mean 0, scale 1): z is standardised already
+    model = keras.Model(inputs, frozen_head(inputs, targets.shape[1], cfg.model.head, CLASSIFIER_LAYER))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing))
+    model.fit(z.astype("float32"), targets.astype("float32"), sample_weight=weights, batch_size=64,
+              epochs=cfg.model.head.epochs, verbose=0, shuffle=True)
+    fitted.weights = {name: model.get_layer(name).get_weights() for name in ("head_dense", CLASSIFIER_LAYER)}
+    return fitted
+
+
+def head_probs(cfg, fitted, window_features: list[np.ndarray]) -> np.ndarray:
+    """Clip probabilities as `predict` computes them: the head on every window, merged by `audio.window_agg`."""
+    from voxtrace.inference.predictor import _FileScores
+    from voxtrace.models.classifier import CLASSIFIER_LAYER
+    from voxtrace.models.heads import frozen_head
+
+    inputs = keras.Input((window_features[0].shape[1],))
+    model = keras.Model(inputs, frozen_head(inputs, cfg.num_classes, cfg.model.head, CLASSIFIER_LAYER,
+                                            fitted.bank_size))
+    fitted.assign(model)
+    flat = np.concatenate(window_features)
+    window_probs = np.asarray(model.predict(flat, batch_size=1024, verbose=0), dtype=np.float64)
+    out, start = [], 0
+    for feats in window_features:
+        scores = _FileScores(1, 1, cfg.num_classes, cfg.audio.window_agg)
+        scores.expect([feats], last=True)
+        for row in window_probs[start: start + len(feats)]:
+            scores.add(0, row[None])
+        out.append(scores.result()[0])
+        start += len(feats)
+    return np.asarray(out, dtype=np.float32)
+
+
+# ---- the training run --------------------------------------------------------------------------------------
+def train_frozen(cfg, run, frame: pd.DataFrame, pseudo: pd.DataFrame | None, targets_of) -> dict:
+    """Fit a frozen head on `frame` (+ `pseudo`): leave-voice-out OOF scores, then the all-data checkpoint.
+
+    `run` is the trainer's run folder; `targets_of(labels)` one-hot encodes class names. Returns the
+    trainer's result dict.
+    """
+    from voxtrace.models.classifier import attach_head
+    from voxtrace.training.folds import assign_folds
+    from voxtrace.training.trainer import _write_overall
+
+    started = time.time()
+    head = cfg.model.head
+    extractor = feature_extractor(cfg)
+    cache = FeatureCache(head.cache_dir or Path(cfg.output_dir) / "feature_cache", fingerprint(cfg, extractor))
+    paths = list(frame["path"])
+    pseudo_paths = [] if pseudo is None else list(pseudo["path"])
+    progress = cfg.train.verbose > 0
+    features, errors = extract_features(cfg, extractor, paths, head.augment_draws, cache, progress=progress)
+    pseudo_features, pseudo_errors = extract_features(cfg, extractor, pseudo_paths, 0, cache, progress=progress)
+    for path, message in list({**errors, **pseudo_errors}.items())[:5]:
+        print(f"  skipped {path}: {message}", flush=True)
+    print(f"> features of {len(paths):,} clips x {head.augment_draws + 1} draws + {len(pseudo_paths):,} pseudo-"
+          f"labelled in {time.time() - started:.0f} s (cache {cache.dir})", flush=True)
+
+    ok = np.array([(p, 0) in features for p in paths])
+    frame = frame[ok].reset_index(drop=True)
+    targets = targets_of(frame["label"])
+    known = _known_rows(cfg, frame["label"])
+    if pseudo is not None:
+        pseudo = pseudo[[(p, 0) in pseudo_features for p in pseudo["path"]]].reset_index(drop=True)
+
+    def design(rows: np.ndarray):
+        """Clip features, targets and weights of `frame` rows (and their draws), with every pseudo row."""
+        keep = rows & known if head.known_only else rows
+        xs = [features[(p, d)].mean(axis=0) for p in frame["path"][keep] for d in range(head.augment_draws + 1)]
+        ys = np.repeat(targets[keep], head.augment_draws + 1, axis=0)
+        ws = np.ones(len(ys), "float32")
+        if pseudo is not None and len(pseudo):
+            soft = pseudo[cfg.classes].to_numpy("float32")
+            xs += [pseudo_features[(p, 0)].mean(axis=0) for p in pseudo["path"]]
+            ys = np.concatenate([ys, soft])
+            ws = np.concatenate([ws, np.full(len(pseudo), cfg.data.pseudo_weight, "float32")])
+        return np.stack(xs), ys, ws
+
+    oof = frame[["path", "track", "label"]].copy()
+    oof["fold"] = assign_folds(frame, cfg.data.folds, cfg.seed)
+    probs = np.zeros((len(frame), cfg.num_classes), np.float32)
+    for fold in range(cfg.data.folds):
+        held = oof["fold"].to_numpy() == fold
+        fitted = fit_head(cfg, *design(~held))
+        probs[held] = head_probs(cfg, fitted, [features[(p, 0)] for p in frame["path"][held]])
+    oof[cfg.classes] = probs
+    overall = _write_overall(cfg, run, [oof])
+
+    fitted = fit_head(cfg, *design(np.ones(len(frame), bool)))
+    model = attach_head(extractor, cfg, fitted)
+    ckpt = run.ckpt("all")
+    with atomic_path(ckpt) as tmp:
+        model.save(tmp)
+    pseudo_kept = [] if pseudo is None else list(pseudo["path"])
+    manifest = pd.DataFrame({"path": list(frame["path"]) + pseudo_kept,
+                             "source": ["labelled"] * len(frame) + ["pseudo"] * len(pseudo_kept)})
+    atomic_write_csv(run.root / "csv" / "train_all.csv", manifest)
+    print(f"> {cfg.run_name}: {head.kind} head on frozen features, leave-voice-out OOF macro-F1 "
+          f"{overall['f1']:.4f}, done in {time.time() - started:.0f} s -> {ckpt}", flush=True)
+    return {"run_dir": str(run.root), "checkpoints": [str(ckpt)], "folds": {}, "overall": overall}
+
+
+def _known_rows(cfg, labels: pd.Series) -> np.ndarray:
+    return (labels != cfg.unknown_class).to_numpy()

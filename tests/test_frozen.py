@@ -1,0 +1,179 @@
+"""Frozen-feature members: heads against scikit-learn / brute-force references, the cache, the training run and
+its checkpoint, geometric window merging, and ensemble weights fitted on out-of-fold scores."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from voxtrace.config import Config
+from voxtrace.models.classifier import CLASSIFIER_LAYER
+from voxtrace.models.heads import frozen_head
+from voxtrace.training import frozen
+
+
+def _head_model(cfg, fitted, dim):
+    inputs = keras.Input((dim,))
+    model = keras.Model(inputs, frozen_head(inputs, cfg.num_classes, cfg.model.head, CLASSIFIER_LAYER,
+                                            fitted.bank_size))
+    fitted.assign(model)
+    return model
+
+
+def _blobs(n=90, dim=12, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    centres = rng.normal(0, 2, (classes, dim))
+    x = centres[labels] + rng.normal(0, 1.5, (n, dim)) * rng.uniform(0.2, 5, dim)
+    return x, labels
+
+
+def _cfg(**head):
+    overrides = ["classes=[a, b, c]", "unknown_class=c", "model.name=cnn4"]
+    overrides += [f"model.head.{k}={v}" for k, v in head.items()]
+    return Config.load(None, overrides)
+
+
+def test_logistic_head_equals_scikit_learn_pipeline():
+    x, labels = _blobs()
+    cfg = _cfg(kind="logistic", c=0.5)
+    fitted = frozen.fit_head(cfg, x, np.eye(3)[labels], np.ones(len(x)))
+    reference = LogisticRegression(C=0.5, max_iter=2000).fit(StandardScaler().fit_transform(x), labels)
+    expected = reference.predict_proba(StandardScaler().fit(x).transform(x))
+    got = _head_model(cfg, fitted, x.shape[1]).predict(x.astype("float32"), verbose=0)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def test_known_only_logistic_never_predicts_the_unknown_class():
+    x, labels = _blobs()
+    known = labels != 2
+    cfg = _cfg(kind="logistic", known_only="true")
+    fitted = frozen.fit_head(cfg, x[known], np.eye(3)[labels[known]], np.ones(int(known.sum())))
+    probs = _head_model(cfg, fitted, x.shape[1]).predict(x.astype("float32"), verbose=0)
+    assert probs[:, 2].max() < 1e-6
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_binary_logistic_head_matches_scikit_learn():
+    x, labels = _blobs(classes=2)
+    cfg = Config.load(None, ["classes=[a, b]", "unknown_class=null", "model.name=cnn4", "model.head.kind=logistic"])
+    fitted = frozen.fit_head(cfg, x, np.eye(2)[labels], np.ones(len(x)))
+    scaler = StandardScaler().fit(x)
+    expected = LogisticRegression(max_iter=2000).fit(scaler.transform(x), labels).predict_proba(scaler.transform(x))
+    np.testing.assert_allclose(_head_model(cfg, fitted, x.shape[1]).predict(x.astype("float32"), verbose=0),
+                               expected, atol=2e-5)
+
+
+def test_knn_head_matches_brute_force_vote():
+    x, labels = _blobs(n=60)
+    queries = _blobs(n=15, seed=1)[0]
+    cfg = _cfg(kind="knn", k=5, temperature=0.2)
+    fitted = frozen.fit_head(cfg, x, np.eye(3)[labels], np.ones(len(x)))
+    got = _head_model(cfg, fitted, x.shape[1]).predict(queries.astype("float32"), verbose=0)
+    mean, std = x.mean(0), x.std(0)
+    bank = (x - mean) / std
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    q = (queries - mean) / std
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    sims = q @ bank.T
+    expected = np.zeros((len(q), 3))
+    for i, row in enumerate(sims):
+        for j in np.argsort(-row)[:5]:
+            expected[i, labels[j]] += np.exp(row[j] / 0.2)
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_geometric_window_merge_is_logistic_regression_on_mean_features():
+    """The probe's recipe: a clip's features are its windows' mean; merging window scores geometrically gives
+    exactly the logistic regression of those mean features."""
+    x, labels = _blobs()
+    cfg = _cfg(kind="logistic").replace(audio__window_agg="geometric")
+    fitted = frozen.fit_head(cfg, x, np.eye(3)[labels], np.ones(len(x)))
+    rng = np.random.default_rng(3)
+    windows = [rng.normal(0, 2, (k, x.shape[1])) for k in (1, 3, 4)]
+    got = frozen.head_probs(cfg, fitted, windows)
+    scaler = StandardScaler().fit(x)
+    reference = LogisticRegression(max_iter=2000).fit(scaler.transform(x), labels)
+    expected = reference.predict_proba(scaler.transform(np.stack([w.mean(axis=0) for w in windows])))
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def test_feature_cache_is_keyed_by_file_state(tmp_path):
+    clip = tmp_path / "a.wav"
+    clip.write_bytes(b"one")
+    cache = frozen.FeatureCache(tmp_path / "cache", "fp")
+    cache.put(clip, 0, np.arange(6, dtype="float32").reshape(2, 3))
+    np.testing.assert_array_equal(cache.get(clip, 0), np.arange(6).reshape(2, 3))
+    assert cache.get(clip, 1) is None
+    clip.write_bytes(b"changed")
+    assert cache.get(clip, 0) is None
+
+
+def test_frozen_training_run_oof_checkpoint_and_cache(tmp_path):
+    """A logistic head on cnn4 features of the tone / noise corpus: leave-group-out OOF scores, a checkpoint whose
+    predictions equal the head on the cached features, and a rerun that decodes nothing."""
+    from fixtures_training import make_tone_noise_corpus, tone_noise_overrides
+
+    from voxtrace.inference.predictor import predict_files
+    from voxtrace.training.trainer import train
+
+    corpus = make_tone_noise_corpus(tmp_path / "corpus", clips_per_class=8)
+    overrides = tone_noise_overrides(corpus, tmp_path / "run", epochs=1) + [
+        "model.head.kind=logistic", "audio.window_agg=geometric", f"model.head.cache_dir={tmp_path / 'cache'}"]
+    cfg = Config.load(None, overrides)
+    result = train(cfg)
+    assert result["overall"]["f1"] > 0.9  # tones vs white noise are separable even on random features
+    oof = pd.read_csv(f"{result['run_dir']}/csv/oof.csv")
+    assert sorted(oof["path"]) == sorted(pd.read_csv(corpus)["path"]) and oof["fold"].nunique() == 3
+    cached = sorted((tmp_path / "cache").rglob("*.npy"))
+    assert len(cached) == 16
+
+    model = keras.saving.load_model(result["checkpoints"][0])
+    paths = list(pd.read_csv(corpus)["path"][:5])
+    probs, errors = predict_files(model, cfg, paths, progress=False)
+    extractor = keras.Model(model.inputs, model.get_layer("head_norm").input)  # the checkpoint's own backbone
+    manifest = pd.read_csv(corpus)
+    features, _ = frozen.extract_features(cfg, extractor, list(manifest["path"]), progress=False)
+    fitted = frozen.fit_head(cfg, np.stack([features[(p, 0)].mean(0) for p in manifest["path"]]),
+                             np.eye(2)[manifest["label"].map(["tone", "noise"].index)], np.ones(len(manifest)))
+    expected = frozen.head_probs(cfg, fitted, [features[(p, 0)] for p in paths])
+    assert not errors
+    np.testing.assert_allclose(probs, expected, atol=1e-4)
+
+    mtimes = [p.stat().st_mtime_ns for p in cached]
+    train(cfg)
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache").rglob("*.npy"))] == mtimes
+
+
+def test_fit_member_weights_drops_a_useless_member_and_mixes_complementary_ones():
+    from voxtrace.inference.ensemble import fit_member_weights
+
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c"]
+    labels = rng.integers(0, 3, 120)
+    good = np.full((120, 3), 0.1)
+    good[np.arange(120), labels] = 0.8
+    noise = rng.dirichlet(np.ones(3), 120)
+
+    def frame(probs):
+        return pd.DataFrame({"path": [f"clip{i}" for i in range(120)], "label": np.array(classes)[labels],
+                             **{c: probs[:, i] for i, c in enumerate(classes)}})
+
+    weights, table = fit_member_weights({"good": frame(good), "noise": frame(noise)}, classes)
+    assert weights == {"good": 1.0, "noise": 0.0} and table.iloc[0]["f1"] == 1.0
+
+    # each member is right on half the clips, confidently; wrong on the other half, hesitantly: only a mix is right
+    half = np.arange(120) < 60
+    first, second = np.full((120, 3), 1 / 3), np.full((120, 3), 1 / 3)
+    first[half] = 0.05
+    first[half, labels[half]] = 0.9
+    second[~half] = 0.05
+    second[~half, labels[~half]] = 0.9
+    weights, table = fit_member_weights({"first": frame(first), "second": frame(second)}, classes)
+    assert 0 < weights["first"] < 1 and table.iloc[0]["f1"] == 1.0
+    assert table.set_index(["first"]).loc[1.0, "f1"] < 1.0
