@@ -210,8 +210,8 @@ def head_probs(cfg, fitted, window_features: list[np.ndarray]) -> np.ndarray:
     model = keras.Model(inputs, frozen_head(inputs, cfg.num_classes, cfg.model.head, CLASSIFIER_LAYER,
                                             fitted.bank_size))
     fitted.assign(model)
-    flat = np.concatenate(window_features)
-    window_probs = np.asarray(model.predict(flat, batch_size=1024, verbose=0), dtype=np.float64)
+    flat = np.concatenate(window_features).astype("float32")
+    window_probs = np.asarray(model(flat, training=False), dtype=np.float64)
     out, start = [], 0
     for feats in window_features:
         scores = _FileScores(1, 1, cfg.num_classes, cfg.audio.window_agg)
@@ -250,35 +250,15 @@ def train_frozen(cfg, run, frame: pd.DataFrame, pseudo: pd.DataFrame | None, tar
 
     ok = np.array([(p, 0) in features for p in paths])
     frame = frame[ok].reset_index(drop=True)
-    targets = targets_of(frame["label"])
-    known = _known_rows(cfg, frame["label"])
     if pseudo is not None:
         pseudo = pseudo[[(p, 0) in pseudo_features for p in pseudo["path"]]].reset_index(drop=True)
-
-    def design(rows: np.ndarray):
-        """Clip features, targets and weights of `frame` rows (and their draws), with every pseudo row."""
-        keep = rows & known if head.known_only else rows
-        xs = [features[(p, d)].mean(axis=0) for p in frame["path"][keep] for d in range(head.augment_draws + 1)]
-        ys = np.repeat(targets[keep], head.augment_draws + 1, axis=0)
-        ws = np.ones(len(ys), "float32")
-        if pseudo is not None and len(pseudo):
-            soft = pseudo[cfg.classes].to_numpy("float32")
-            xs += [pseudo_features[(p, 0)].mean(axis=0) for p in pseudo["path"]]
-            ys = np.concatenate([ys, soft])
-            ws = np.concatenate([ws, np.full(len(pseudo), cfg.data.pseudo_weight, "float32")])
-        return np.stack(xs), ys, ws
-
+    data = ClipFeatures(cfg, frame, targets_of(frame["label"]), features, pseudo, pseudo_features)
     oof = frame[["path", "track", "label"]].copy()
     oof["fold"] = assign_folds(frame, cfg.data.folds, cfg.seed)
-    probs = np.zeros((len(frame), cfg.num_classes), np.float32)
-    for fold in range(cfg.data.folds):
-        held = oof["fold"].to_numpy() == fold
-        fitted = fit_head(cfg, *design(~held))
-        probs[held] = head_probs(cfg, fitted, [features[(p, 0)] for p in frame["path"][held]])
-    oof[cfg.classes] = probs
+    oof[cfg.classes] = data.out_of_fold(oof["fold"].to_numpy())
     overall = _write_overall(cfg, run, [oof])
 
-    fitted = fit_head(cfg, *design(np.ones(len(frame), bool)))
+    fitted = fit_head(cfg, *data.design(np.ones(len(frame), bool)))
     model = attach_head(extractor, cfg, fitted)
     ckpt = run.ckpt("all")
     with atomic_path(ckpt) as tmp:
@@ -292,5 +272,38 @@ def train_frozen(cfg, run, frame: pd.DataFrame, pseudo: pd.DataFrame | None, tar
     return {"run_dir": str(run.root), "checkpoints": [str(ckpt)], "folds": {}, "overall": overall}
 
 
-def _known_rows(cfg, labels: pd.Series) -> np.ndarray:
-    return (labels != cfg.unknown_class).to_numpy()
+class ClipFeatures:
+    """The labelled clips' window features (every draw) and the pseudo-labelled ones, ready to fit heads on.
+
+    `design(rows)` gives clip features (the mean of the windows), targets and sample weights of the selected
+    labelled rows (each of their draws; known classes only with `model.head.known_only`) plus every
+    pseudo-labelled clip (soft targets, weight `data.pseudo_weight`); `out_of_fold(folds)` refits the head
+    without each fold and scores that fold's clean windows as `predict` would.
+    """
+
+    def __init__(self, cfg, frame: pd.DataFrame, targets: np.ndarray, features: dict, pseudo=None,
+                 pseudo_features=None):
+        self.cfg, self.paths, self.targets, self.features = cfg, list(frame["path"]), targets, features
+        self.known = (frame["label"] != cfg.unknown_class).to_numpy()
+        self.pseudo, self.pseudo_features = pseudo, pseudo_features or {}
+
+    def design(self, rows: np.ndarray):
+        head = self.cfg.model.head
+        keep = np.flatnonzero(rows & self.known if head.known_only else rows)
+        draws = head.augment_draws + 1
+        xs = [self.features[(self.paths[i], d)].mean(axis=0) for i in keep for d in range(draws)]
+        ys = np.repeat(self.targets[keep], draws, axis=0)
+        ws = np.ones(len(ys), "float32")
+        if self.pseudo is not None and len(self.pseudo):
+            xs += [self.pseudo_features[(p, 0)].mean(axis=0) for p in self.pseudo["path"]]
+            ys = np.concatenate([ys, self.pseudo[self.cfg.classes].to_numpy("float32")])
+            ws = np.concatenate([ws, np.full(len(self.pseudo), self.cfg.data.pseudo_weight, "float32")])
+        return np.stack(xs), ys, ws
+
+    def out_of_fold(self, folds: np.ndarray) -> np.ndarray:
+        probs = np.zeros((len(self.paths), self.cfg.num_classes), np.float32)
+        for fold in np.unique(folds):
+            held = folds == fold
+            fitted = fit_head(self.cfg, *self.design(~held))
+            probs[held] = head_probs(self.cfg, fitted, [self.features[(p, 0)] for p, h in zip(self.paths, held) if h])
+        return probs
