@@ -235,9 +235,12 @@ def _with_rejection(frame: pd.DataFrame, choice: dict, cfg) -> pd.DataFrame:
 
 
 def _write_part(frame: pd.DataFrame, data_dir: Path, part: str, path: Path) -> None:
-    """The rows of `frame` whose track is in `part` (track names are unique across the corpus)."""
+    """The rows of `frame` whose track is in `part` (track names are unique across the corpus); a file that
+    already holds them is left as it is."""
     tracks = set(pd.read_csv(data_dir / f"labels_{part}.csv")["track"])
-    atomic_write_csv(path, frame[frame["track"].isin(tracks)].reset_index(drop=True))
+    text = frame[frame["track"].isin(tracks)].to_csv(index=False, float_format="%.6f")
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
 
 
 def _score(pred_csv: Path, data_dir: Path, part: str, prefix: str) -> dict:
@@ -298,6 +301,7 @@ def _classical_baseline(plan: DemoPlan, stages: Stages) -> dict:
     row = {"model": BASELINE, "stage": "supervised"}
     preds = {part: plan.out / "predictions" / "baseline" / f"{part}.csv" for part in EVAL_PARTS}
     if not stages.done("baseline"):
+        start = time.time()
         train = read_manifest(cfg, "train")
         model = classical.fit(train["path"].tolist(), train["label"].map(cfg.classes.index).to_numpy(), seed=cfg.seed)
         for part, pred in preds.items():
@@ -305,7 +309,7 @@ def _classical_baseline(plan: DemoPlan, stages: Stages) -> dict:
             probs, errors = classical.predict_proba(model, paths, cfg.num_classes)
             pred_idx = np.where(np.isnan(probs).any(1), -1, np.nan_to_num(probs).argmax(1))
             write_predictions(pred, prediction_frame(paths, probs, pred_idx, errors, cfg.classes, with_probs=True))
-        atomic_write_text(stages.root / "baseline.done", "classical baseline\n")
+        atomic_write_text(stages.root / "baseline.done", f"classical baseline\n{time.time() - start:.0f} s\n")
     for part, pred in preds.items():
         row.update(_score(pred, plan.data_dir, part, prefix=part))
     return row
