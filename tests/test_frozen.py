@@ -177,3 +177,27 @@ def test_fit_member_weights_drops_a_useless_member_and_mixes_complementary_ones(
     weights, table = fit_member_weights({"first": frame(first), "second": frame(second)}, classes)
     assert 0 < weights["first"] < 1 and table.iloc[0]["f1"] == 1.0
     assert table.set_index(["first"]).loc[1.0, "f1"] < 1.0
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_a_knn_member_exports_like_any_other(fmt, tmp_path):
+    """The training-free kNN head (its bank, top-k and vote) survives export: exported probabilities equal Keras'."""
+    from fixtures_training import make_tone_noise_corpus, tone_noise_overrides
+
+    from voxtrace.cli import main
+    from voxtrace.inference.checkpoints import load_checkpoint
+    from voxtrace.inference.export import load_exported_ensemble
+    from voxtrace.inference.predictor import predict_files
+    from voxtrace.training.trainer import train
+
+    corpus = make_tone_noise_corpus(tmp_path / "corpus", clips_per_class=6)
+    cfg = Config.load(None, tone_noise_overrides(corpus, tmp_path / "run", epochs=1)
+                      + ["model.head.kind=knn", "model.head.k=3"])
+    result = train(cfg)
+    out = tmp_path / fmt
+    assert main(["export", "--model-dir", str(tmp_path / "run"), "--format", fmt, "--out", str(out)]) == 0
+    paths = list(pd.read_csv(corpus)["path"][::3])
+    keras_probs, _ = predict_files(load_checkpoint(result["checkpoints"][0]), cfg, paths, progress=False)
+    exported_probs, errors = predict_files(load_exported_ensemble(out)[0], cfg, paths, progress=False)
+    assert not errors and np.ptp(keras_probs[:, 0]) > 0.1
+    np.testing.assert_allclose(exported_probs, keras_probs, atol=1e-4)

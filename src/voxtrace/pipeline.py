@@ -76,19 +76,26 @@ class DemoPlan:
 
 
 class Stages:
-    """Completion markers: a stage that finished leaves `OUT/stages/<name>.done` with its command line."""
+    """Completion markers: a stage that finished leaves `OUT/stages/<name>.done` with its command line and seconds.
+
+    A stage is done when its marker holds the same command line: one whose command changed (e.g. a corpus that
+    gained an evaluation part to predict) runs again.
+    """
 
     def __init__(self, out: Path):
         self.root = out / "stages"
 
-    def done(self, name: str) -> bool:
-        return (self.root / f"{name}.done").is_file()
+    def done(self, name: str, argv: list[str] | None = None) -> bool:
+        marker = self.root / f"{name}.done"
+        if not marker.is_file():
+            return False
+        return argv is None or marker.read_text().splitlines()[0] == "voxtrace " + shlex.join(argv)
 
     def run(self, name: str, argv: list[str]) -> None:
-        """Run `voxtrace ARGV` unless stage `name` is done; raise if it fails."""
+        """Run `voxtrace ARGV` unless stage `name` is done with this command line; raise if it fails."""
         from voxtrace.cli import main
 
-        if self.done(name):
+        if self.done(name, argv):
             print(f"[skip] {name}: done before ({self.root / (name + '.done')})")
             return
         line = "voxtrace " + shlex.join(argv)
@@ -104,10 +111,12 @@ def run_demo(plan: DemoPlan) -> dict:
     """Run every stage of the plan and return the results table (also saved under `plan.out`)."""
     cfg = plan.cfg
     stages = Stages(plan.out)
-    if not (plan.data_dir / "metadata.csv").is_file() or not all((plan.data_dir / p).is_dir() for p in EVAL_PARTS):
+    complete = (plan.data_dir / "metadata.csv").is_file() and all((plan.data_dir / p).is_dir() for p in EVAL_PARTS)
+    if not complete:  # absent, or without a part this version of the corpus has: the build renders what is missing
         corpus_argv = ["corpus", "--out", str(plan.data_dir), "--seed", str(cfg.seed)]
         if plan.per_class:
             corpus_argv += ["--per-class", str(plan.per_class)]
+        (stages.root / "corpus.done").unlink(missing_ok=True)
         stages.run("corpus", corpus_argv)
     models = plan.model_configs
 
@@ -133,9 +142,12 @@ def run_demo(plan: DemoPlan) -> dict:
 
     eval_dirs = [str(plan.data_dir / part) for part in EVAL_PARTS]
     combined = plan.out / "predictions" / "all_parts.csv"
-    stages.run("predict", ["predict", "--model-dir", str(plan.out), *[a for d in eval_dirs for a in ("--infer-path", d)],
-                           "--output", str(combined), "--probs", "--per-model", "--no-zip",
-                           "--weights", *[f"{name}={w}" for name, w in choice["weights"].items()]])
+    predict_argv = ["predict", "--model-dir", str(plan.out), *[a for d in eval_dirs for a in ("--infer-path", d)],
+                    "--output", str(combined), "--probs", "--per-model", "--no-zip",
+                    "--weights", *[f"{name}={w}" for name, w in choice["weights"].items()]]
+    if not stages.done("predict", predict_argv):  # every member's scores come from one uninterrupted run
+        Path(f"{combined}.partial").unlink(missing_ok=True)
+    stages.run("predict", predict_argv)
     from voxtrace.commands.predict import per_model_path
 
     sources = {("ensemble", "final"): combined}
@@ -300,7 +312,7 @@ def _classical_baseline(plan: DemoPlan, stages: Stages) -> dict:
     cfg = plan.cfg
     row = {"model": BASELINE, "stage": "supervised"}
     preds = {part: plan.out / "predictions" / "baseline" / f"{part}.csv" for part in EVAL_PARTS}
-    if not stages.done("baseline"):
+    if not stages.done("baseline") or not all(pred.is_file() for pred in preds.values()):
         start = time.time()
         train = read_manifest(cfg, "train")
         model = classical.fit(train["path"].tolist(), train["label"].map(cfg.classes.index).to_numpy(), seed=cfg.seed)
