@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages voxtrace needs, by role (the roles of scripts/install_python_deps.sh):
 #   scripts/install_system_deps.sh [ROLE...]
-# always: decoders for audio that soundfile cannot read; corpus: the speech engines of the demo corpus and
-# the packages whose human speech recordings make its bona fide ("unknown") class; test: the browser of the
-# web app's tests (the tests also build small corpora, so `make test` names corpus too).
+# always: decoders for audio that soundfile cannot read; corpus: the speech engines of the demo corpus, the
+# packages whose human speech recordings make its bona fide ("unknown") class, and the prose its cross-corpus
+# parts speak (fortunes-min); test: the browser of the web app's tests (the tests also build small corpora, so
+# `make test` names corpus too).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -15,7 +16,7 @@ for role in "$@"; do
         espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
         festvox-ca-ona-hts festvox-italp16k festvox-itapc16k sox
         asterisk-core-sounds-en-wav fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl
-        klettres-data ktuberling-data hedgewars-data
+        klettres-data ktuberling-data hedgewars-data fortunes-min
       ) ;;
     test) PACKAGES+=(chromium) ;;
     serve | export | whisper) ;;  # Python packages only

@@ -1,6 +1,8 @@
+import hashlib
 import itertools
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,7 @@ from voxtrace import cli
 from voxtrace.config import ATTRIBUTION_CLASSES
 from voxtrace.data import perturb
 from voxtrace.data.corpus import build as build_module
-from voxtrace.data.corpus import vocoders
+from voxtrace.data.corpus import cross, vocoders
 from voxtrace.data.corpus import build_demo_corpus, plan_corpus
 from voxtrace.data.corpus.build import plan_summary
 from voxtrace.data.corpus.engines import CLASS_VOICES, missing_programs
@@ -19,6 +21,9 @@ from voxtrace.data.corpus.sentences import sentence_list
 
 HELD_OUT = {v.speaker for voices in CLASS_VOICES.values() for v in voices if v.held_out}
 needs_engines = pytest.mark.skipif(bool(missing_programs()), reason="speech engines not installed")
+needs_prose = pytest.mark.skipif(not all(Path(f).is_file() for f in cross.TEXT_FILES),
+                                 reason=f"{cross.TEXT_PACKAGE} not installed")
+BUILDER_PARTS = build_module.BUILDER_SPLITS[1:]
 
 
 def test_sentences_are_fixed_distinct_and_speakable():
@@ -32,22 +37,22 @@ def test_sentences_are_fixed_distinct_and_speakable():
 def test_plan_keeps_splits_apart():
     plan = plan_summary(plan_corpus(per_class=40, eval_per_class=12, seed=3))
     counts = plan.groupby(["split", "class_name"]).size().unstack()
-    assert (counts.loc["train"] == 40).all() and (counts.loc[list(build_module.EVAL_PARTS)] == 12).all().all()
+    assert (counts.loc["train"] == 40).all() and (counts.loc[list(BUILDER_PARTS)] == 12).all().all()
     texts = {s: set(plan.loc[(plan.split == s) & (plan.class_name != "unknown"), "text_ids"].sum())
-             for s in build_module.SPLITS}
+             for s in build_module.BUILDER_SPLITS}
     human = {s: set(plan.loc[(plan.split == s) & (plan.class_name == "unknown"), "speaker"]) for s in texts}
     assert all(human.values())
-    for a, b in itertools.combinations(build_module.SPLITS, 2):
+    for a, b in itertools.combinations(build_module.BUILDER_SPLITS, 2):
         assert not texts[a] & texts[b] and not human[a] & human[b], (a, b)
     train_speakers = set(plan.loc[plan.split == "train", "speaker"])
     assert not train_speakers & HELD_OUT
-    for split in build_module.EVAL_PARTS:
+    for split in BUILDER_PARTS:
         eval_speakers = set(plan.loc[plan.split == split, "speaker"])
         for class_name, voices in CLASS_VOICES.items():
             if any(v.held_out for v in voices):
                 assert eval_speakers & {v.speaker for v in voices if v.held_out}, (split, class_name)
     unknown = plan[plan.class_name == "unknown"]
-    engines = {s: set(unknown.loc[unknown.split == s, "engine"]) for s in build_module.SPLITS}
+    engines = {s: set(unknown.loc[unknown.split == s, "engine"]) for s in build_module.BUILDER_SPLITS}
     assert engines["train"] == engines["eval_part1"] == {"human", *vocoders.TRAIN_VOCODERS}
     assert engines["eval_part3"] == {"human", *vocoders.HELD_OUT_VOCODERS}  # generators never in train
     assert (unknown.engine != "human").mean() == pytest.approx(0.5, abs=0.05)
@@ -94,7 +99,7 @@ def test_fit_length_cuts_at_a_pause():
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus") / "demo"
-    build_demo_corpus(out, per_class=1, eval_per_class=1, seed=5, jobs=2)
+    build_demo_corpus(out, per_class=1, eval_per_class=1, seed=5, jobs=2, cross_per_class=1)
     return out
 
 
@@ -115,9 +120,11 @@ def test_build_with_real_engines(tiny_corpus):
     for row in meta.itertuples():
         info = sf.info(str(out / row.split / row.track))
         assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
-        assert build_module.MIN_S <= info.duration <= build_module.MAX_S + 0.01
-    assert (meta[meta.split == "eval_part2"].perturbations != "").all()
-    assert (meta[meta.split.isin(["eval_part1", "eval_part3"])].perturbations == "").all()
+        low, high = (cross.MIN_S, cross.MAX_S) if row.split in build_module.CROSS_PARTS else (
+            build_module.MIN_S, build_module.MAX_S + 0.01)
+        assert low <= info.duration <= high, row
+    assert (meta[meta.split.isin(["eval_part2", "eval_part5"])].perturbations != "").all()
+    assert (meta[meta.split.isin(["eval_part1", "eval_part3", "eval_part4"])].perturbations == "").all()
     for row in meta.itertuples():  # the narrowband flag agrees with the spectrum of the written clip
         x, _ = sf.read(str(out / row.split / row.track))
         power = np.abs(np.fft.rfft(x)) ** 2
@@ -126,6 +133,11 @@ def test_build_with_real_engines(tiny_corpus):
     texts = {s: set(meta.loc[(meta.split == s) & (meta.text_id != ""), "text_id"].str.split("+").sum())
              for s in build_module.SPLITS}
     assert not texts["train"] & set().union(*(texts[p] for p in build_module.EVAL_PARTS))
+    assert all(t.startswith("prose:") for p in build_module.CROSS_PARTS for t in texts[p])
+    train_speakers = set(meta.loc[meta.split == "train", "speaker"])
+    assert (meta.voice_in_train == meta.speaker.isin(train_speakers)).all()
+    cross_rows = meta[meta.split.isin(build_module.CROSS_PARTS)]
+    assert not cross_rows[cross_rows.class_name == "unknown"].voice_in_train.any()
     assert (meta.detect_id == (meta.engine != "human")).all()
     readme = (out / "README.md").read_text()
     assert "espeak:en-gb" in readme and "flite:rms" in readme and "festival:ked_diphone" in readme
@@ -146,14 +158,19 @@ def test_resume_renders_only_missing_clips(tiny_corpus, monkeypatch):
     original = build_module.render_clip
     monkeypatch.setattr(build_module, "render_clip",
                         lambda job, *a, **k: rendered.append(job.track) or original(job, *a, **k))
-    build_demo_corpus(out, per_class=1, eval_per_class=1, seed=5, jobs=1)
+    original_cross = cross.render_clip
+    monkeypatch.setattr(cross, "render_clip",
+                        lambda job, *a, **k: rendered.append(job.track) or original_cross(job, *a, **k))
+    build_demo_corpus(out, per_class=1, eval_per_class=1, seed=5, jobs=1, cross_per_class=1)
     assert sorted(rendered) == sorted(removed.track)
     assert before == {t: (out / s / t).stat().st_mtime_ns for s, t in zip(kept.split, kept.track)}
     assert not list(out.glob("*/.*partial*"))
     pd.testing.assert_frame_equal(pd.read_csv(out / "metadata.csv").drop(columns="duration"),
                                   meta.drop(columns="duration"))
     with pytest.raises(ValueError, match="per_class"):
-        build_demo_corpus(out, per_class=3, eval_per_class=1, seed=5, jobs=1)
+        build_demo_corpus(out, per_class=3, eval_per_class=1, seed=5, jobs=1, cross_per_class=1)
+    with pytest.raises(ValueError, match="cross_per_class"):
+        build_demo_corpus(out, per_class=1, eval_per_class=1, seed=5, jobs=1, cross_per_class=2)
 
 
 @needs_engines
@@ -161,7 +178,7 @@ def test_corpus_command_detect_labels(tiny_corpus, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(tiny_corpus, out)
     code = cli.main(["corpus", "--out", str(out), "--per-class", "1", "--eval-per-class", "1", "--seed", "5",
-                     "--task", "detect", "--jobs", "1"])
+                     "--cross-per-class", "1", "--task", "detect", "--jobs", "1"])
     assert code == 0
     meta = pd.read_csv(out / "metadata.csv").set_index("track")
     labels = pd.read_csv(out / "labels_eval_part1.csv")
@@ -241,3 +258,88 @@ def test_a_broken_voice_is_named_with_its_package(tmp_path, monkeypatch):
     report = build_module._failure_report(failures, jobs)
     assert "flite:kal16 (provided by flite) failed on 1 clips" in report and "could not speak any of 3" in report
     assert (tmp_path / "train" / "awb.wav").is_file() and not (tmp_path / "train" / "kal16.wav").exists()
+
+
+# ---- the cross-corpus parts ----------------------------------------------------------------------------------
+FAKE_SPEAKERS = {f"{family}/{i}": [(f"{family}{i}_{k}.ogg", 1.0 + (k % 7)) for k in range(12)]
+                 for family in ("a", "b") for i in range(7)}
+
+
+def test_builder_plan_is_unchanged_by_the_cross_parts():
+    """The plan of train and parts 1-3 is the one made before the cross-corpus parts existed (fingerprint)."""
+    plan = plan_summary(plan_corpus(per_class=4, eval_per_class=2, seed=0, speakers=FAKE_SPEAKERS))
+    assert set(plan.split) == set(build_module.BUILDER_SPLITS)
+    csv = plan.drop(columns=["engine", "voice"]).to_csv(index=False)  # engines of part 3 depend on what is installed
+    assert hashlib.sha256(csv.encode()).hexdigest()[:16] == "6787ca0c2eea4cfd"
+    splits = build_module.speaker_splits(0, FAKE_SPEAKERS)
+    human = plan[plan.class_name == "unknown"]
+    assert set(splits) == set(FAKE_SPEAKERS) and (human.speaker.map(splits) == human.split).all()
+
+
+@needs_prose
+def test_prose_sentences_are_plain_and_apart_from_the_training_sentences():
+    prose = cross.prose_sentences()
+    assert len(prose) == len(set(prose)) > 500
+    assert not set(prose) & set(sentence_list())
+    assert all(cross.MIN_WORDS <= len(s.split()) <= cross.MAX_WORDS and s.isascii() and s[-1] in ".?!" for s in prose)
+    assert not [s for s in prose if re.search(r"[\"()\[\]{}<>@#$%&*_=/\\|~^]|--", s)]
+
+
+@needs_prose
+def test_cross_plan_voices_speakers_texts_and_channels():
+    main = plan_corpus(per_class=2, eval_per_class=1, seed=3, speakers=FAKE_SPEAKERS)
+    taken = {t.removesuffix(".wav") for t in plan_summary(main).track}
+    jobs = cross.plan_cross(per_class=10, seed=3, taken=taken, speakers=FAKE_SPEAKERS)
+    plan = pd.DataFrame([{**job.__dict__, "class_name": job.class_name} for job in jobs])
+    assert (plan.groupby(["split", "class_name"]).size() == 10).all() and set(plan.split) == set(cross.CROSS_PARTS)
+    assert plan.track.is_unique and not set(plan.track.str.removesuffix(".wav")) & taken
+    splits = build_module.speaker_splits(3, FAKE_SPEAKERS)
+    unknown = plan[plan.class_name == "unknown"]
+    assert unknown.speaker.map(splits).isin(BUILDER_PARTS).all()  # never a speaker of train
+    assert (unknown.engine == "human").sum() == len(unknown) // 2
+    assert set(unknown.engine) - {"human"} == set(vocoders.available_vocoders(vocoders.VOCODERS))
+    for class_name, voices in CLASS_VOICES.items():
+        used = set(plan.loc[plan.class_name == class_name, "speaker"])
+        held = {v.speaker for v in voices if v.held_out}
+        assert used == (held or {v.speaker for v in voices}), class_name
+    synthetic = plan[plan.class_name != "unknown"]
+    texts = {p: set(synthetic.loc[synthetic.split == p, "text_ids"].sum()) for p in cross.CROSS_PARTS}
+    assert not texts["eval_part4"] & texts["eval_part5"]
+    assert synthetic.rate.between(*cross.RATE).all() and (synthetic.rate.max() - synthetic.rate.min()) > 0.3
+    assert plan.level_dbfs.between(*cross.LEVEL_DBFS).all() and plan.level_dbfs.std() > 3
+    assert set(plan["join"]) == {1, 2}
+    part5 = plan[plan.split == "eval_part5"].channels
+    assert all(c[-1] in perturb.HELD_OUT_CODECS and set(c[:-1]) <= set(perturb.HELD_OUT_IMPAIRMENTS) for c in part5)
+    assert not plan[plan.split == "eval_part4"].channels.map(len).any()
+    again = cross.plan_cross(per_class=10, seed=3, taken=taken, speakers=FAKE_SPEAKERS)
+    assert [j.__dict__ for j in again] == [j.__dict__ for j in jobs]
+
+
+def _active_rms_db(x: np.ndarray) -> float:
+    """RMS over the 20 ms frames within 50 dB of the loudest, as `normalize_loudness` measures it."""
+    energy = np.square(x[: len(x) // 320 * 320].reshape(-1, 320)).mean(axis=1)
+    return 10 * np.log10(energy[energy >= energy.max() * 1e-5].mean())
+
+
+@needs_engines
+@needs_prose
+def test_cross_clips_have_their_own_levels_silences_and_lengths(tiny_corpus):
+    """Part 4 clips peak at their planned level and vary in loudness; clean train clips sit at -23 dBFS RMS."""
+    out = tiny_corpus
+    meta = pd.read_csv(out / "metadata.csv", keep_default_na=False)
+    main = plan_corpus(per_class=1, eval_per_class=1, seed=5)
+    jobs = {j.track: j for j in cross.plan_cross(1, 5, taken={j.track.removesuffix(".wav") for j in main})}
+    part4 = meta[meta.split == "eval_part4"]
+    assert set(part4.track) <= set(jobs) and len(part4) == 6
+    rms = []
+    for row in part4.itertuples():
+        x, _ = sf.read(str(out / row.split / row.track), dtype="float32")
+        job = jobs[row.track]
+        assert 20 * np.log10(np.abs(x).max()) == pytest.approx(job.level_dbfs, abs=0.05)
+        assert cross.MIN_S <= len(x) / 16000 <= cross.MAX_S
+        rms.append(_active_rms_db(x))
+    train = meta[(meta.split == "train") & (meta.perturbations == "")]
+    train_rms = [_active_rms_db(sf.read(str(out / "train" / t), dtype="float32")[0]) for t in train.track]
+    # the builder's loudness normalisation (a clip whose peak would pass 0.95 ends a little quieter)
+    assert train_rms and all(r <= -22.5 for r in train_rms) and abs(np.median(train_rms) + 23) < 0.5
+    assert np.ptp(rms) > 6 and sum(not -23.5 <= r <= -22.5 for r in rms) >= 5

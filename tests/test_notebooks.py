@@ -28,7 +28,7 @@ def _execute(name: str, env: dict) -> nbformat.NotebookNode:
 
 
 def test_training_then_inference_walkthrough(tmp_path):
-    data = build_demo_corpus(tmp_path / "corpus", per_class=4, eval_per_class=2, seed=0, jobs=2)
+    data = build_demo_corpus(tmp_path / "corpus", per_class=4, eval_per_class=2, seed=0, jobs=2, cross_per_class=2)
     run = tmp_path / "run"
     env = {"VOXTRACE_DATA": str(data), "VOXTRACE_RUN": str(run), "VOXTRACE_OVERRIDES": json.dumps(TINY)}
     trained = _execute("train_walkthrough.ipynb", env)

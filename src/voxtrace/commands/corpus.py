@@ -14,6 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--eval-per-class", type=int, default=None,
         help="clips per class in each evaluation part (default: a quarter of --per-class, at least 1)",
     )
+    parser.add_argument(
+        "--cross-per-class", type=int, default=30,
+        help="clips per class in each cross-corpus part, eval_part4 and eval_part5 (default: 30)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="fixes sentences, speakers, voices and track names")
     parser.add_argument(
         "--task", choices=["attribute", "detect"], default="attribute",
@@ -30,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         out = build_demo_corpus(
             args.out, per_class=args.per_class, eval_per_class=eval_per_class, seed=args.seed, task=args.task,
-            jobs=args.jobs,
+            jobs=args.jobs, cross_per_class=args.cross_per_class,
         )
     except RuntimeError as err:  # missing engines, or clips that failed (the others are kept)
         print(f"voxtrace corpus: {err}", file=sys.stderr)

@@ -43,6 +43,8 @@ DEMO_SPLITS = {
     "eval_part1": ("eval_part1", "labels_eval_part1.csv"),
     "eval_part2": ("eval_part2", "labels_eval_part2.csv"),
     "eval_part3": ("eval_part3", "labels_eval_part3.csv"),
+    "eval_part4": ("eval_part4", "labels_eval_part4.csv"),
+    "eval_part5": ("eval_part5", "labels_eval_part5.csv"),
 }
 
 
@@ -155,8 +157,8 @@ def read_csv_manifest(path: str | os.PathLike, classes=None, check: bool = True)
 
 def read_demo(root: str | os.PathLike, split: str = "train", task: str = "attribute",
               check: bool = True) -> pd.DataFrame:
-    """The demo corpus of `voxtrace corpus`: `split` is train or eval_part1..3 (held-out voices, channels,
-    generators).
+    """The demo corpus of `voxtrace corpus`: `split` is train or eval_part1..5 (held-out voices, channels,
+    generators, cross-corpus, cross-corpus through held-out channels).
 
     Labels come from the corpus's metadata.csv, so one corpus serves both tasks: `attribute` gives the
     generator class, `detect` gives bonafide (human speech) / spoof. `group` is the voice or speaker,
@@ -187,7 +189,7 @@ def read_manifest(cfg, split: str = "train") -> pd.DataFrame:
     """The manifest of `cfg.data.dataset` for `split`, with labels checked against `cfg.classes`.
 
     `cfg.data.root` is a folder or CSV file, or a key of PATHS.json (`cfg.data.paths_json`). Splits:
-    demo: train | eval_part1 | eval_part2 | eval_part3; spcup22: train (training part 1, plus the unseen part when
+    demo: train | eval_part1 .. eval_part5; spcup22: train (training part 1, plus the unseen part when
     cfg.classes has its 6th class, unknown) | unseen | eval_part1 | eval_part2; asvspoof19: train | dev | eval
     (valid and test are accepted for dev and eval); folder / csv: train only.
     """

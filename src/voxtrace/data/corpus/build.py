@@ -6,6 +6,8 @@ Layout of `OUT` (SP Cup 2022 style, class ids as in `voxtrace.config.ATTRIBUTION
     OUT/eval_part1/*.wav + OUT/labels_eval_part1.csv  held-out voices and speakers, clean
     OUT/eval_part2/*.wav + OUT/labels_eval_part2.csv  held-out voices through held-out channel families
     OUT/eval_part3/*.wav + OUT/labels_eval_part3.csv  held-out generators as `unknown`, clean
+    OUT/eval_part4/*.wav + OUT/labels_eval_part4.csv  cross-corpus: made apart from the rest (`cross`), clean
+    OUT/eval_part5/*.wav + OUT/labels_eval_part5.csv  cross-corpus through held-out channel families
     OUT/metadata.csv                                 everything known about every clip
 
 Each evaluation part holds one axis out of training entirely (see `HELD_OUT_AXES`); no sentence, human speaker
@@ -14,7 +16,8 @@ training and the parts that test them (`voxtrace.data.perturb`, `voxtrace.data.c
     OUT/README.md                                    how it was made
     OUT/.build/                                      the plan and one finished-clip record per clip
 
-The plan depends only on (per_class, eval_per_class, seed), so an interrupted build re-run with the same
+The plan depends only on (per_class, eval_per_class, seed) and that of the cross-corpus parts
+(`voxtrace.data.corpus.cross`) only on (cross_per_class, seed), so an interrupted build re-run with the same
 arguments renders only the clips that are missing. Each clip is written atomically; labels and metadata
 are written at the end, atomically.
 """
@@ -55,12 +58,18 @@ from voxtrace.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 SAMPLE_RATE = 16000
 MIN_S, MAX_S = 2.0, 6.0
-SPLITS = ("train", "eval_part1", "eval_part2", "eval_part3")
+BUILDER_SPLITS = ("train", "eval_part1", "eval_part2", "eval_part3")  # planned here
+CROSS_PARTS = ("eval_part4", "eval_part5")  # planned and finished apart, by `voxtrace.data.corpus.cross`
+SPLITS = BUILDER_SPLITS + CROSS_PARTS
 EVAL_PARTS = SPLITS[1:]
 HELD_OUT_AXES = {  # what each evaluation part holds out of training
     "eval_part1": "voices: known-generator voices and human speakers never in train; clean",
     "eval_part2": "channels: the voices of part 1 through channel families no training clip went through",
     "eval_part3": "generators: `unknown` from vocoders never in train and unseen human speakers; clean",
+    "eval_part4": "cross-corpus: made apart from train (other texts, rendering settings, levels, silences and "
+                  "lengths), held-out voices, speakers never in train, `unknown` from every vocoder; clean",
+    "eval_part5": "cross-corpus channels: clips made like part 4 through channel families no training clip went "
+                  "through",
 }
 SENTENCE_SHARE = {"train": 0.55, "eval_part1": 0.15, "eval_part2": 0.15, "eval_part3": 0.15}
 # human speakers of a package family, in turn
@@ -119,7 +128,7 @@ def plan_corpus(per_class: int = 240, eval_per_class: int = 60, seed: int = 0, s
     speaker_split = _split_speakers(speakers, rng)
     vocoders = _installed_vocoders()
     jobs = []
-    for split in SPLITS:
+    for split in BUILDER_SPLITS:
         split_jobs = []
         for class_id, class_name in enumerate(ATTRIBUTION_CLASSES):
             if class_name == HUMAN_CLASS:
@@ -145,10 +154,17 @@ def plan_corpus(per_class: int = 240, eval_per_class: int = 60, seed: int = 0, s
 def _split_sentences(rng) -> dict[str, list[int]]:
     ids = rng.permutation(len(sentence_list()))
     pools, start = {}, 0
-    for split in SPLITS:
-        end = len(ids) if split == SPLITS[-1] else start + int(len(ids) * SENTENCE_SHARE[split])
+    for split in BUILDER_SPLITS:
+        end = len(ids) if split == BUILDER_SPLITS[-1] else start + int(len(ids) * SENTENCE_SHARE[split])
         pools[split], start = ids[start:end].tolist(), end
     return pools
+
+
+def speaker_splits(seed: int, speakers: dict) -> dict[str, str]:
+    """The split `plan_corpus(..., seed=seed, speakers=speakers)` gives each human speaker, whatever the counts."""
+    rng = np.random.default_rng(seed)
+    _split_sentences(rng)
+    return _split_speakers(speakers, rng)
 
 
 def _installed_vocoders() -> dict[str, list[str]]:
@@ -414,6 +430,7 @@ def build_demo_corpus(
     seed: int = 0,
     task: str = "attribute",
     jobs: int | None = None,
+    cross_per_class: int = 30,
 ) -> Path:
     """Build (or finish building) the demo corpus in `out` and return its path.
 
@@ -425,7 +442,10 @@ def build_demo_corpus(
         task: "attribute" writes class ids of `ATTRIBUTION_CLASSES`, "detect" of `DETECTION_CLASSES`
             (0 bona fide human speech, 1 everything synthetic, Griffin-Lim included). The audio is the same.
         jobs: worker processes (default: all CPU cores).
+        cross_per_class: clips per class in each cross-corpus part (`voxtrace.data.corpus.cross`).
     """
+    from voxtrace.data.corpus import cross  # it builds on this module
+
     if task not in TASKS:
         raise ValueError(f"task must be one of {list(TASKS)}. Received: task={task!r}")
     missing = missing_programs()
@@ -433,13 +453,17 @@ def build_demo_corpus(
         raise RuntimeError(f"speech engines not installed: {missing}; run scripts/install_system_deps.sh")
     out = Path(out)
     started = time.time()
-    settings = {"per_class": per_class, "eval_per_class": eval_per_class, "seed": seed}
+    settings = {"per_class": per_class, "eval_per_class": eval_per_class, "seed": seed,
+                "cross_per_class": cross_per_class}
     plan = plan_corpus(per_class, eval_per_class, seed)
+    plan += cross.plan_cross(cross_per_class, seed, taken={Path(job.track).stem for job in plan})
     _check_settings(out, settings)
     for path in list(out.glob("*/.*.partial.*")) + list(out.glob(".build/.*.partial.*")):
         path.unlink()  # left behind by an interrupted build
     todo = [job for job in plan if not _finished(out, job)]
-    failures = _render_all(todo, out, jobs or os.cpu_count() or 1)
+    units = [(_render_batch, unit) for unit in _batches([job for job in todo if job.split in BUILDER_SPLITS])]
+    units += [(cross.render_batch, unit) for unit in _batches([job for job in todo if job.split in CROSS_PARTS])]
+    failures = _render_all(units, out, jobs or os.cpu_count() or 1)
     if failures:
         raise RuntimeError(_failure_report(failures, plan))
     records = pd.DataFrame([json.loads((out / ".build" / f"{Path(j.track).stem}.json").read_text()) for j in plan])
@@ -462,34 +486,34 @@ def _failure_report(failures: list[tuple[str, str]], plan: list[ClipJob]) -> str
 
 
 def _check_settings(out: Path, settings: dict) -> None:
+    """Refuse to finish a corpus begun with other settings; one begun before a setting existed takes it."""
     record = out / ".build" / "settings.json"
     if record.is_file():
         previous = json.loads(record.read_text())
-        if previous != settings:
+        if {**settings, **previous} != settings:
             raise ValueError(
                 f"{out} holds a corpus built with {previous}; it cannot be finished with {settings}. "
                 f"Use the same arguments, another --out, or delete {out}."
             )
-    else:
-        atomic_write_json(record, settings)
+    atomic_write_json(record, settings)
 
 
-def _finished(out: Path, job: ClipJob) -> bool:
+def _finished(out: Path, job) -> bool:
     return (out / job.split / job.track).is_file() and (out / ".build" / f"{Path(job.track).stem}.json").is_file()
 
 
-def _render_all(todo: list[ClipJob], out: Path, workers: int) -> list[str]:
+def _render_all(units: list[tuple], out: Path, workers: int) -> list[tuple[str, str]]:
+    """Render (function, batch of clips) units in `workers` processes; returns the failures."""
     failures = []
-    units = _batches(todo)
-    with tqdm(total=len(todo), desc="corpus", unit="clip", dynamic_ncols=True) as progress:
+    with tqdm(total=sum(len(unit) for _, unit in units), desc="corpus", unit="clip", dynamic_ncols=True) as progress:
         if workers <= 1:
-            for unit in units:
-                failures += _render_batch(unit, out)
+            for render, unit in units:
+                failures += render(unit, out)
                 progress.update(len(unit))
         else:
             context = multiprocessing.get_context("spawn")  # safe even when the caller has TensorFlow loaded
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = {pool.submit(_render_batch, unit, out): len(unit) for unit in units}
+                futures = {pool.submit(render, unit, out): len(unit) for render, unit in units}
                 for future in concurrent.futures.as_completed(futures):
                     failures += future.result()
                     progress.update(futures[future])
@@ -500,6 +524,7 @@ def _write_tables(out: Path, records: pd.DataFrame, task: str) -> None:
     records = records.copy()
     records["detect_id"] = (records["engine"] != "human").astype(int)
     records["detect_name"] = records["detect_id"].map(dict(enumerate(DETECTION_CLASSES)))
+    records["voice_in_train"] = records["speaker"].isin(set(records.loc[records["split"] == "train", "speaker"]))
     column = "class_id" if task == "attribute" else "detect_id"
     for split in SPLITS:
         part = records[records["split"] == split].sort_values("track")
@@ -521,7 +546,7 @@ def _readme(records: pd.DataFrame, settings: dict, task: str, seconds: float, re
     class_voices = {f"voices_{c}": ", ".join(v.name + (" (held out)" if v.held_out else "") for v in vs)
                     for c, vs in CLASS_VOICES.items()}
     part3 = sorted(set(records.loc[records.split == "eval_part3", "engine"]) & set(HELD_OUT_VOCODERS))
-    return README_TEMPLATE.format(
+    return README_TEMPLATE.format(**_cross_readme(records),
         table=table, narrowband=narrowband, held_out=", ".join(held_out), humans=humans,
         axes="\n".join(f"  - `{part}`: {axis}" for part, axis in HELD_OUT_AXES.items()),
         train_vocoders=", ".join(TRAIN_VOCODERS), held_out_vocoders=", ".join(part3) or "none installed",
@@ -535,6 +560,26 @@ def _readme(records: pd.DataFrame, settings: dict, task: str, seconds: float, re
         rendered=rendered,
         hours=records["duration"].sum() / 3600,
     )
+
+
+def _cross_readme(records: pd.DataFrame) -> dict:
+    """The README fields that describe the cross-corpus parts."""
+    from voxtrace.data.corpus import cross
+
+    span = lambda bounds: "-".join(str(b) for b in bounds)  # noqa: E731
+    parts = records[records.split.isin(CROSS_PARTS)]
+    voices = {c: ", ".join(f"{v.name} ({'in train' if not v.held_out else 'held out'})" for v in cross.cross_voices(c))
+              for c in CLASS_VOICES}
+    return {
+        "cross_sentences": len(cross.prose_sentences()), "text_package": cross.TEXT_PACKAGE,
+        "words": span((cross.MIN_WORDS, cross.MAX_WORDS)), "join_share": cross.JOIN_SHARE,
+        "rate": span(cross.RATE), "pitch": span(cross.PITCH), "word_gap": span(cross.WORD_GAP),
+        "amplitude": span(cross.AMPLITUDE), "noise_scale": span(cross.NOISE_SCALE), "noise_w": span(cross.NOISE_W),
+        "span_db": cross.SPAN_TOP_DB, "edge": span(cross.EDGE_S), "min_s": cross.MIN_S, "max_s": cross.MAX_S,
+        "level": " to ".join(f"{b:.0f}" for b in cross.LEVEL_DBFS), "impairment_share": cross.IMPAIRMENT_SHARE,
+        "cross_voices": "; ".join(f"{c}: {v}" for c, v in voices.items()),
+        "cross_vocoders": ", ".join(sorted(set(parts.engine) & set(VOCODERS))) or "none installed",
+    }
 
 
 def _markdown(pivot: pd.DataFrame, fmt: str) -> str:

@@ -90,14 +90,20 @@ _SPEAKER_RULES = [
 ]
 
 
-def synthesize(voice: Voice, text: str, rate: float = 1.0, pitch: int = 50) -> tuple[np.ndarray, int]:
-    """Speak `text` with `voice`; `rate` > 1 speaks faster, `pitch` (0-99) is used by espeak only."""
+def synthesize(voice: Voice, text: str, rate: float = 1.0, pitch: int = 50, *, word_gap: int = 0,
+               amplitude: int = 100, noise_scale: float = 0.667, noise_w: float = 0.8) -> tuple[np.ndarray, int]:
+    """Speak `text` with `voice`; `rate` > 1 speaks faster.
+
+    espeak only: `pitch` (0-99), `word_gap` (pause between words, 10 ms units), `amplitude` (0-200);
+    piper only: `noise_scale` and `noise_w` (the VITS sampling noise of the sound and of the durations).
+    """
     if voice.engine == "piper":
-        return _piper(text, rate)
+        return _piper(text, rate, noise_scale, noise_w)
     with tempfile.TemporaryDirectory(prefix="voxtrace-tts-") as tmp:
         out = Path(tmp) / "out.wav"
         if voice.engine == "espeak":
             cmd = ["espeak-ng", "-v", voice.name, "-s", str(int(round(170 * rate))), "-p", str(pitch), "-w", str(out),
+                   *(["-g", str(word_gap)] if word_gap else []), *(["-a", str(amplitude)] if amplitude != 100 else []),
                    text]
         elif voice.engine == "flite":
             cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={1 / rate:.3f}", "-t", text,
@@ -177,11 +183,11 @@ def _piper_voice():
     return PiperVoice(session=session, config=config)
 
 
-def _piper(text: str, rate: float) -> tuple[np.ndarray, int]:
+def _piper(text: str, rate: float, noise_scale: float, noise_w: float) -> tuple[np.ndarray, int]:
     from piper import SynthesisConfig
 
     voice = _piper_voice()
-    config = SynthesisConfig(length_scale=1 / rate, noise_scale=0.667, noise_w_scale=0.8)
+    config = SynthesisConfig(length_scale=1 / rate, noise_scale=noise_scale, noise_w_scale=noise_w)
     chunks = [chunk.audio_float_array for chunk in voice.synthesize(text, syn_config=config)]
     return np.concatenate(chunks).astype(np.float32), int(voice.config.sample_rate)
 
