@@ -115,7 +115,7 @@ def run_demo(plan: DemoPlan) -> dict:
     if not complete:  # absent, or without a part this version of the corpus has: the build renders what is missing
         corpus_argv = ["corpus", "--out", str(plan.data_dir), "--seed", str(cfg.seed)]
         if plan.per_class:
-            corpus_argv += ["--per-class", str(plan.per_class)]
+            corpus_argv += ["--per-class", str(plan.per_class), "--cross-per-class", str(plan.per_class)]
         (stages.root / "corpus.done").unlink(missing_ok=True)
         stages.run("corpus", corpus_argv)
     models = plan.model_configs
