@@ -171,6 +171,7 @@ class TrainConfig:
     mixed_precision: bool = True  # used only where the device supports it
     tta: int = 1  # test-time augmentation passes for out-of-fold scores
     monitor: str = "val_f1"
+    epoch_validation: bool = True  # score the validation fold after every epoch (false: only the final OOF scores)
     verbose: int = 1
     wandb: bool = False
     deterministic: bool = False  # deterministic TF ops (tf.config.experimental.enable_op_determinism): repeatable, slower

@@ -189,8 +189,10 @@ def _oof(runs: dict) -> dict:
 def choose_ensemble(runs: dict, cfg) -> dict:
     """Every choice of the final ensemble, made on leave-voice-out out-of-fold scores of `data/train` only.
 
-    A member trained twice (supervised and semi-supervised) keeps the stage with the higher OOF macro-F1;
-    member weights are fitted on the kept runs' OOF (`fit_member_weights`); the open-set rejection threshold
+    Member weights are fitted on the OOF scores of the runs trained without pseudo-labels
+    (`fit_member_weights`): a run trained with them has OOF scores that are not voice-disjoint (a pseudo-
+    labelled clip may share its voice with the held-out fold), so nothing shows whether it helps, and it gets
+    weight 0 (its figures on every part are still reported). The open-set rejection threshold
     (`infer.open_set`) is calibrated on the weighted OOF probabilities, and rejection is used when it raises
     the OOF macro-F1.
     """
@@ -200,12 +202,7 @@ def choose_ensemble(runs: dict, cfg) -> dict:
     oof = _oof(runs)
     lvo = {name: float(label_scores(label_indices(f["label"], cfg.classes), f[cfg.classes].to_numpy().argmax(1),
                                     cfg.classes)["f1"]) for name, f in oof.items()}
-    best = {}
-    for name in runs:
-        member = name.split("/", 1)[1]
-        if member not in best or lvo[name] > lvo[best[member]]:
-            best[member] = name
-    kept = sorted(best.values())
+    kept = sorted(name for name, run in runs.items() if not run.cfg.data.pseudo_csv)
     weights, table = fit_member_weights({name: oof[name] for name in kept}, cfg.classes)
     weights = {name: weights.get(name, 0.0) for name in runs}
     lvo["ensemble"] = float(table.iloc[0]["f1"])
@@ -385,7 +382,8 @@ def format_choice(choice: dict) -> str:
     """What the ensemble was built from, chosen on leave-voice-out OOF scores of train only."""
     lines = ["Ensemble, chosen on leave-voice-out out-of-fold predictions of train (no evaluation part):", ""]
     lines += [f"- {name}: weight {w:.2f}, OOF macro-F1 {choice['lvo_f1'][name]:.3f}"
-              + ("" if name in choice["kept"] else " (the other stage of this member scored higher)")
+              + ("" if name in choice["kept"] else " (trained with pseudo-labels: its OOF scores are not "
+                 "voice-disjoint, so they cannot show that it helps)")
               for name, w in choice["weights"].items()]
     rej = choice["rejection"]
     lines.append(f"- open-set rejection ({rej['score']} < {rej['threshold']:.3f}, calibrated to keep "

@@ -205,7 +205,7 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
                                  shuffle_seed=cfg.seed + (0 if fold == ALL_DATA else fold),
                                  skip_batches=initial_epoch * steps)
         valid_ds = None
-        if valid_rows is not None:
+        if valid_rows is not None and cfg.train.epoch_validation:
             valid_ds = build_dataset(list(valid_rows["path"]), _one_hot(valid_rows["label"], cfg.classes), cfg,
                                      mode="valid", batch_size=batch_size)
 
