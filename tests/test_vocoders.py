@@ -44,3 +44,22 @@ def test_unavailable_vocoders_are_left_out(monkeypatch):
 
     monkeypatch.setitem(vocoders.VOCODERS, "world", broken)
     assert vocoders.available_vocoders(["world", "codec2"]) == ["codec2"]
+
+
+def test_lpc_filters_are_made_stable_with_the_same_response_shape():
+    """A pole outside the unit circle (an LPC fit on a clipped frame can give one) is reflected inside: the
+    all-pole filter stays bounded and its magnitude response keeps its shape (a constant factor apart)."""
+    from scipy import signal
+
+    from voxtrace.data.corpus.vocoders import _stable
+
+    unstable = np.poly([1.25, 0.6 + 0.3j, 0.6 - 0.3j])
+    stable = _stable(unstable)
+    assert np.abs(np.roots(stable)).max() < 1.0
+    np.testing.assert_allclose(np.sort_complex(np.roots(stable)), np.sort_complex([0.8, 0.6 + 0.3j, 0.6 - 0.3j]))
+    _, h_unstable = signal.freqz([1.0], unstable, worN=64)
+    _, h_stable = signal.freqz([1.0], stable, worN=64)
+    ratio = np.abs(h_stable) / np.abs(h_unstable)
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
+    already = np.poly([0.5, -0.3])
+    np.testing.assert_array_equal(_stable(already), already)

@@ -1,12 +1,18 @@
 """The competition pipeline end to end, as the reference's README runs it, on one config.
 
-corpus (if absent) -> supervised training of each backbone -> pseudo-labels on the eval parts -> semi-supervised
-training with them -> ensemble prediction of the eval parts -> evaluation against the held-back labels, with
-the classical baseline beside it. Each eval part holds one axis out of training (voices, channels, generators:
-`voxtrace.data.corpus.build.HELD_OUT_AXES`); the results table reports each, and the targets the demo is held
-to are checked and printed last. Every stage runs the same command a user would type (`voxtrace train ...`),
-records its completion in `OUT/stages/`, and is skipped when already done, so a rerun after an interruption
-finishes only the rest (training itself resumes from its last epoch).
+corpus (if absent or missing a part) -> supervised training of each member -> pseudo-labels on the eval parts
+named by `data.pseudo_parts` -> semi-supervised retraining of the members named by `--semi-models` -> the
+ensemble's choices -> one prediction run over every eval part (the ensemble and each member) -> evaluation
+against the held-back labels, with the classical baseline beside it.
+
+Every choice is made on leave-voice-out out-of-fold scores of train (each member's `csv/oof.csv`, folds that
+never split a voice or speaker), never on an evaluation part: member weights (`choose_ensemble`; a member that
+does not help gets weight 0) and open-set rejection. Each eval part holds one axis out of training
+(`voxtrace.data.corpus.build.HELD_OUT_AXES`); parts 4 and 5 are built apart from training (cross-corpus) and
+lead the results table. The targets the demo is held to are checked and printed last, with each stage's
+timing. Every stage runs the same command a user would type (`voxtrace train ...`), records its completion
+and command line in `OUT/stages/`, and is skipped when done with the same command, so a rerun after an
+interruption finishes only the rest (training itself resumes from its last epoch).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import pandas as pd
 from voxtrace.config import Config
 from voxtrace.io import atomic_savefig, atomic_write_csv, atomic_write_json, atomic_write_text
 
-from voxtrace.data.corpus.build import EVAL_PARTS, HELD_OUT_AXES
+from voxtrace.data.corpus.build import EVAL_PARTS, HELD_OUT_AXES, LABEL_FILES
 from voxtrace.inference.ensemble import fit_member_weights
 
 # What the final ensemble is held to; printed by every run. Part 4 is built apart from training (cross-corpus),
@@ -111,8 +117,8 @@ def run_demo(plan: DemoPlan) -> dict:
     """Run every stage of the plan and return the results table (also saved under `plan.out`)."""
     cfg = plan.cfg
     stages = Stages(plan.out)
-    complete = (plan.data_dir / "metadata.csv").is_file() and all((plan.data_dir / p).is_dir() for p in EVAL_PARTS)
-    if not complete:  # absent, or without a part this version of the corpus has: the build renders what is missing
+    complete = all((plan.data_dir / f).is_file() for f in ["metadata.csv", *LABEL_FILES.values()])
+    if not complete:  # absent, unfinished, or without a part this version has: the build renders what is missing
         corpus_argv = ["corpus", "--out", str(plan.data_dir), "--seed", str(cfg.seed)]
         if plan.per_class:
             corpus_argv += ["--per-class", str(plan.per_class), "--cross-per-class", str(plan.per_class)]

@@ -215,7 +215,7 @@ def render_clip(job: CrossJob, out: Path, spoken: dict | None = None) -> dict:
     rng = np.random.default_rng(job.seed)
     voice, text_id, replaced = job.voice, "", ""
     if job.pieces:
-        x = _finish(_human_speech(job, rng), job, min(job.length_s, MAX_S - job.lead_s - job.trail_s))
+        x = _finish(_enough_human_speech(job, rng), job, min(job.length_s, MAX_S - job.lead_s - job.trail_s))
         if job.engine in VOCODERS:
             x, voice = VOCODERS[job.engine](x, rng, SAMPLE_RATE)
     else:
@@ -264,6 +264,19 @@ def _human_speech(job: CrossJob, rng) -> np.ndarray:
         parts += [load_audio(path, SAMPLE_RATE, offset=offset, duration=duration, min_duration=0.0),
                   np.zeros(int(rng.uniform(0.05, 0.5) * SAMPLE_RATE), np.float32)]
     return np.concatenate(parts[:-1])
+
+
+def _enough_human_speech(job: CrossJob, rng, passes: int = 8) -> np.ndarray:
+    """`_human_speech`, its pieces read again (at most `passes` times) while the speech span is under MIN_S:
+    a speaker whose recordings are short words still gives a clip."""
+    x = _human_speech(job, rng)
+    for _ in range(passes - 1):
+        start, end = _span_bounds(x)
+        if end - start >= MIN_S * SAMPLE_RATE:
+            break
+        x = np.concatenate([x, np.zeros(int(rng.uniform(0.05, 0.5) * SAMPLE_RATE), np.float32),
+                            _human_speech(job, rng)])
+    return x
 
 
 def _span_bounds(x: np.ndarray) -> tuple[int, int]:

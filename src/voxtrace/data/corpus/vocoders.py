@@ -53,7 +53,7 @@ def lpc_vocoder(x: np.ndarray, rng, sample_rate: int) -> tuple[np.ndarray, str]:
         chunk = padded[start: start + frame] * window
         if not np.any(chunk):
             continue
-        a = librosa.lpc(chunk.astype(np.float64) + 1e-9 * rng.standard_normal(frame), order=order)
+        a = _stable(librosa.lpc(chunk.astype(np.float64) + 1e-9 * rng.standard_normal(frame), order=order))
         residual_rms = np.sqrt(np.mean(signal.lfilter(a, [1.0], chunk) ** 2))
         if voiced[i]:
             period = sample_rate / f0[i]
@@ -132,6 +132,19 @@ def _pitch(x: np.ndarray, sample_rate: int, hop: int, frame: int):
     zcr = np.pad(zcr, (0, max(0, len(f0) - len(zcr))), constant_values=1.0)[: len(f0)]
     voiced = (energy > 0.05 * np.median(energy[energy > 0]) if np.any(energy > 0) else energy > 0) & (zcr < 0.25)
     return f0, voiced
+
+
+def _stable(a: np.ndarray) -> np.ndarray:
+    """An all-pole filter `1 / a` made stable: poles on or outside the unit circle are reflected inside
+    (the magnitude response keeps its shape); a stable filter is returned as it is."""
+    roots = np.roots(a)
+    outside = np.abs(roots) >= 1.0
+    if not outside.any():
+        return a
+    roots[outside] = 1.0 / np.conj(roots[outside])
+    magnitude = np.abs(roots)
+    roots = np.where(magnitude > 0.999, roots * 0.999 / np.maximum(magnitude, 1e-12), roots)
+    return np.real(np.poly(roots)) * a[0]
 
 
 def _match_rms(y: np.ndarray, reference: np.ndarray) -> np.ndarray:
