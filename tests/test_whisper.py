@@ -261,3 +261,39 @@ def test_classifier_with_options_trains_saves_and_reloads(tmp_path):
     assert {w.path for w in loaded.trainable_weights} == {w.path for w in model.trainable_weights}
     assert _trainable_layers(reloaded) == _trainable_layers(backbone)
     assert reloaded.get_layer("logmel").get_config() == backbone.get_layer("logmel").get_config()
+
+
+def test_level_normalization_is_normalize_loudness_per_window():
+    from voxtrace.data.audio import normalize_loudness
+    from voxtrace.models.whisper import LevelNormalization
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (3, 16000)).astype("float32") * np.array([[0.001], [0.05], [0.9]], "float32")
+    x[0, 8000:] = 0.0  # half the window silent: only the active frames set the level
+    x[2, :100] *= 5.0  # a loud burst: the peak limit decides
+    got = LevelNormalization()(x).numpy()
+    expected = np.stack([normalize_loudness(row) for row in x])
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-7)
+    np.testing.assert_array_equal(LevelNormalization()(np.zeros((1, 16000), "float32")).numpy(), 0.0)
+
+
+def test_active_frame_pooling_matches_numpy_and_ignores_gain_and_padding_frames():
+    from voxtrace.models.whisper import ActiveFrames
+
+    rng = np.random.default_rng(5)
+    logmel = rng.uniform(-0.5, 1.5, (2, 9, 4)).astype("float32")
+    logmel[0, 5:] = -1.0  # 40 dB below the loudest: inactive
+    weights = ActiveFrames(40.0)(logmel).numpy()[..., 0]
+    level = logmel.max(-1)
+    active = level >= level.max(-1, keepdims=True) - 1.0
+    expected = np.stack([[active[b, 2 * i: 2 * i + 2].any() for i in range(5)] for b in range(2)]).astype("float32")
+    np.testing.assert_array_equal(weights, expected)
+    states = rng.normal(size=(2, 5, 3)).astype("float32")
+    pooled = MeanStdPooling1D()([states, weights[..., None]]).numpy()
+    for b in range(2):
+        kept = states[b][weights[b] > 0]
+        np.testing.assert_allclose(pooled[b], np.concatenate([kept.mean(0), np.sqrt(kept.var(0) + 1e-5)]), atol=1e-5)
+
+    encoder = create_model("whisper_tiny_en", (16000,), states="all", normalize_level=True, active_db=40.0)
+    clip = rng.normal(0, 0.1, (1, 16000)).astype("float32")
+    np.testing.assert_allclose(encoder(clip * 0.03).numpy(), encoder(clip).numpy(), atol=1e-4)

@@ -15,6 +15,10 @@ from local files only (`voxtrace.models.whisper_weights`, `model.pretrain: whisp
 * `layer_weights`: True replaces the last block's output by a softmax-weighted sum of every hidden state
   (the SUPERB recipe), each layer-normalised without learned scale first.
 * `pooling`: `mean_std` (mean and standard deviation over frames, `[B, 2 * width]`) or `mean` (`[B, width]`).
+* `normalize_level`: scale each window to -23 dBFS RMS over its active 20 ms frames (peaks kept under 0.95)
+  before the front-end, so that a recording's gain is not a feature.
+* `active_db`: pool only the encoder frames whose log-mel energy is within this many dB of the window's
+  loudest (None: every frame), so that silences and the zero padding of short clips are not features.
 * `states`: which hidden states feed the pooling: None (the last), `all`, or a list of indices (0: after the
   position table, k: after block k, the last one after the final LayerNorm). Several states are pooled one by
   one and concatenated (`[B, S * 2 * width]` with `mean_std`), or summed first with `layer_weights`.
@@ -81,6 +85,55 @@ class WhisperLogMel(layers.Layer):
                 "hop_length": self.hop_length, "sample_rate": self.sample_rate}
 
 
+@keras.saving.register_keras_serializable(package="voxtrace")
+class LevelNormalization(layers.Layer):
+    """Waveforms `[B, N]` scaled to `target_dbfs` RMS over their active 20 ms frames (those within 50 dB of the
+    loudest), with peaks kept under `peak`; digital silence passes unchanged (`data.audio.normalize_loudness`
+    per window, in the graph)."""
+
+    def __init__(self, target_dbfs: float = -23.0, peak: float = 0.95, frame: int = 320, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.target_dbfs, self.peak, self.frame = float(target_dbfs), float(peak), int(frame)
+
+    def call(self, inputs):
+        x = tf.cast(inputs, tf.float32)
+        n_frames = tf.shape(x)[1] // self.frame
+        frames = tf.reshape(x[:, : n_frames * self.frame], [tf.shape(x)[0], n_frames, self.frame])
+        energy = tf.reduce_mean(tf.square(frames), axis=-1)
+        active = tf.cast(energy >= tf.reduce_max(energy, axis=-1, keepdims=True) * 1e-5, tf.float32)
+        rms = tf.sqrt(tf.reduce_sum(energy * active, axis=-1) / tf.maximum(tf.reduce_sum(active, axis=-1), 1.0))
+        gain = tf.math.divide_no_nan(tf.constant(10 ** (self.target_dbfs / 20), tf.float32), rms)
+        top = tf.reduce_max(tf.abs(x), axis=-1) * gain
+        gain = tf.where(top > self.peak, gain * self.peak / tf.maximum(top, 1e-30), gain)
+        return x * gain[:, None]
+
+    def get_config(self):
+        return {**super().get_config(), "target_dbfs": self.target_dbfs, "peak": self.peak, "frame": self.frame}
+
+
+@keras.saving.register_keras_serializable(package="voxtrace")
+class ActiveFrames(layers.Layer):
+    """Log-mel frames `[B, T, n_mels]` -> `[B, ceil(T / 2), 1]` weights: 1 for the encoder frames (half the
+    log-mel rate) whose loudest mel bin is within `active_db` of the window's loudest, else 0; all 1 for a
+    window with no such frame."""
+
+    def __init__(self, active_db: float = 40.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.active_db = float(active_db)
+
+    def call(self, logmel):
+        level = tf.reduce_max(logmel, axis=-1)  # (log10 power + 4) / 4
+        active = level >= tf.reduce_max(level, axis=-1, keepdims=True) - self.active_db / 40.0
+        active = tf.cast(active, tf.float32)[..., None]
+        pooled = tf.nn.max_pool1d(active, ksize=2, strides=2, padding="SAME")
+        return tf.where(tf.reduce_sum(pooled, axis=1, keepdims=True) > 0, pooled, tf.ones_like(pooled))
+
+    def get_config(self):
+        return {**super().get_config(), "active_db": self.active_db}
+
+
 def sinusoids(length: int, channels: int) -> np.ndarray:
     """Whisper's position table `[length, channels]`: sines then cosines over geometric timescales 1..10000."""
     increment = math.log(10000) / (channels // 2 - 1)
@@ -145,15 +198,25 @@ class WeightedLayerSum(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="voxtrace")
 class MeanStdPooling1D(layers.Layer):
-    """Statistics pooling over time: `[B, T, D] -> [B, 2D]`, the mean then the standard deviation."""
+    """Statistics pooling over time: `[B, T, D] -> [B, 2D]`, the mean then the standard deviation; with frame
+    weights (`[x, weights [B, T, 1]]`), over the weighted frames only."""
 
-    def call(self, x):
-        mean = ops.mean(x, axis=1)
-        std = ops.sqrt(ops.maximum(ops.var(x, axis=1), 0.0) + LAYER_NORM_EPSILON)
+    def call(self, inputs):
+        x, weights = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
+        if weights is None:
+            mean, var = ops.mean(x, axis=1), ops.var(x, axis=1)
+        else:
+            weights = ops.cast(weights, x.dtype)
+            total = ops.maximum(ops.sum(weights, axis=1), 1e-6)
+            mean = ops.sum(x * weights, axis=1) / total
+            var = ops.sum(ops.square(x - mean[:, None]) * weights, axis=1) / total
+        std = ops.sqrt(ops.maximum(var, 0.0) + LAYER_NORM_EPSILON)
         return ops.concatenate([mean, std], axis=-1)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], 2 * input_shape[-1])
+        shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)) \
+            else input_shape
+        return (shape[0], 2 * shape[-1])
 
 
 @keras.saving.register_keras_serializable(package="voxtrace")
@@ -195,7 +258,8 @@ def select_states(states, num_layers: int) -> list[int]:
 
 def whisper_encoder(input_shape, name: str, width: int, num_layers: int, num_heads: int, n_mels: int = 80,
                     trainable_blocks: int | None = None, layer_weights: bool = False,
-                    pooling: str = "mean_std", states=None) -> keras.Model:
+                    pooling: str = "mean_std", states=None, normalize_level: bool = False,
+                    active_db: float | None = None) -> keras.Model:
     """Waveforms (any input shape, read as one mono 16 kHz waveform) -> pooled encoder features."""
     chosen = select_states(states, int(num_layers))  # a bad option fails before the model is built
     width, num_layers, num_heads = int(width), int(num_layers), int(num_heads)
@@ -212,7 +276,12 @@ def whisper_encoder(input_shape, name: str, width: int, num_layers: int, num_hea
     if -(-num_frames // 2) > MAX_POSITIONS:
         raise ValueError(f"{name} encodes at most 30 s of audio ({MAX_POSITIONS * 2 * hop} samples). "
                          f"Received: input_shape={list(input_shape)}")
+    if normalize_level:
+        waveform = LevelNormalization(name="level")(layers.Reshape((-1,), name="level_flat")(waveform))
     x = WhisperLogMel(n_mels=n_mels, hop_length=hop, name="logmel")(waveform)
+    if active_db is not None and pooling != "mean_std":
+        raise ValueError(f"active_db pools the active frames with mean_std pooling. Received: pooling={pooling!r}")
+    frames = ActiveFrames(active_db, name="active_frames")(x) if active_db is not None else None
     x = layers.Conv1D(width, 3, padding="same", activation="gelu", name="conv1")(x)
     x = layers.ZeroPadding1D(1, name="conv2_pad")(x)
     x = layers.Conv1D(width, 3, strides=2, activation="gelu", name="conv2")(x)
@@ -223,18 +292,20 @@ def whisper_encoder(input_shape, name: str, width: int, num_layers: int, num_hea
     hidden[-1] = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="final_norm")(hidden[-1])
     if layer_weights:  # SUPERB: every state (or the chosen ones) summed with learned weights, then pooled
         x = _pool(WeightedLayerSum(name="layer_sum")(hidden if states is None else [hidden[i] for i in chosen]),
-                  pooling, "pool")
+                  pooling, "pool", frames)
     elif len(chosen) == 1:
-        x = _pool(hidden[chosen[0]], pooling, "pool")
+        x = _pool(hidden[chosen[0]], pooling, "pool", frames)
     else:
-        x = layers.Concatenate(name="pool")([_pool(hidden[i], pooling, f"pool_state{i}") for i in chosen])
+        x = layers.Concatenate(name="pool")([_pool(hidden[i], pooling, f"pool_state{i}", frames) for i in chosen])
     model = keras.Model(inputs, x, name=name)
     if trainable_blocks is not None:
         freeze_encoder(model, num_layers - int(trainable_blocks))
     return model
 
 
-def _pool(x, pooling: str, name: str):
+def _pool(x, pooling: str, name: str, frames=None):
+    if frames is not None:
+        return MeanStdPooling1D(name=name)([x, frames])
     return (MeanStdPooling1D(name=name) if pooling == "mean_std" else layers.GlobalAveragePooling1D(name=name))(x)
 
 
@@ -255,9 +326,10 @@ def _register(size: str, registered_name: str) -> None:
     default_width, default_layers, default_heads = WHISPER_SIZES[size]
 
     def builder(input_shape, width=default_width, num_layers=default_layers, num_heads=default_heads, n_mels=80,
-                trainable_blocks=None, layer_weights=False, pooling="mean_std", states=None):
+                trainable_blocks=None, layer_weights=False, pooling="mean_std", states=None, normalize_level=False,
+                active_db=None):
         return whisper_encoder(input_shape, registered_name, width, num_layers, num_heads, n_mels,
-                               trainable_blocks, layer_weights, pooling, states)
+                               trainable_blocks, layer_weights, pooling, states, normalize_level, active_db)
 
     builder.__name__ = registered_name
     builder.__doc__ = (f"The Whisper {size} encoder ({default_width} wide, {default_layers} blocks, "
