@@ -307,7 +307,12 @@ def render_clip(job: ClipJob, out: Path, spoken: dict | None = None) -> dict:
     else:
         x, used, failed = _synthetic_clip(job, spoken or {})
         text_id, replaced = "+".join(str(t) for t in used), "+".join(str(t) for t in failed)
-    x = normalize_loudness(_fit_length(x))
+    return save_clip(job, normalize_loudness(_fit_length(x)), rng, out, voice, text_id, replaced)
+
+
+def save_clip(job, x: np.ndarray, rng, out: Path, voice: str, text_id: str, replaced: str) -> dict:
+    """Put a finished clip through its channels, write it to `out/<split>/<track>` and its record to
+    `out/.build/<track>.json`; returns the record (the builder's and the cross-corpus parts' alike)."""
     x, applied = apply_channels(x, job.channels, rng, SAMPLE_RATE)
     save_wav(out / job.split / job.track, x, SAMPLE_RATE)
     record = {
@@ -399,10 +404,15 @@ def _render_batch(batch: list[ClipJob], out: Path) -> list[tuple[str, str]]:
         voice = Voice(batch[0].engine, batch[0].voice)
         audio = synthesize_festival_batch(voice, [(sentence_list()[t], r) for t, r in items])
         spoken = {item: result for item, result in zip(items, audio) if result is not None}
+    return render_each(batch, out, spoken, render_clip)
+
+
+def render_each(batch: list, out: Path, spoken: dict, render) -> list[tuple[str, str]]:
+    """`render(job, out, spoken)` for every clip of a batch; returns (speaker, error line) per failed clip."""
     errors = []
     for job in batch:
         try:
-            render_clip(job, out, spoken)
+            render(job, out, spoken)
         except Exception as err:  # one failing clip must not stop the others; it is reported and retried on re-run
             errors.append((job.speaker, f"{job.split}/{job.track} ({job.speaker}): {type(err).__name__}: {err}"))
     return errors

@@ -26,8 +26,8 @@ import numpy as np
 import soxr
 
 from voxtrace.config import ATTRIBUTION_CLASSES
-from voxtrace.data.audio import load_audio, save_wav
-from voxtrace.data.corpus.build import CROSS_PARTS, SAMPLE_RATE, is_narrowband, speaker_splits
+from voxtrace.data.audio import load_audio
+from voxtrace.data.corpus.build import CROSS_PARTS, SAMPLE_RATE, render_each, save_clip, speaker_splits
 from voxtrace.data.corpus.engines import (
     CLASS_VOICES,
     HUMAN_CLASS,
@@ -39,8 +39,7 @@ from voxtrace.data.corpus.engines import (
 )
 from voxtrace.data.corpus.sentences import sentence_list
 from voxtrace.data.corpus.vocoders import HELD_OUT_VOCODERS, TRAIN_VOCODERS, VOCODERS, available_vocoders
-from voxtrace.data.perturb import HELD_OUT_CODECS, HELD_OUT_IMPAIRMENTS, apply_channels
-from voxtrace.io import atomic_write_json
+from voxtrace.data.perturb import HELD_OUT_CODECS, HELD_OUT_IMPAIRMENTS
 
 CHANNEL_PART = "eval_part5"
 SEED_OFFSET = 104_729  # the cross plan draws from its own stream: the corpus seed plus this
@@ -223,16 +222,7 @@ def render_clip(job: CrossJob, out: Path, spoken: dict | None = None) -> dict:
         x = _finish(x, job, MAX_S - job.lead_s - job.trail_s)
         text_id, replaced = "+".join(f"prose:{t}" for t in used), "+".join(f"prose:{t}" for t in failed)
     x = (x * (10 ** (job.level_dbfs / 20) / max(float(np.abs(x).max()), 1e-9))).astype(np.float32)
-    x, applied = apply_channels(x, job.channels, rng, SAMPLE_RATE)
-    save_wav(out / job.split / job.track, x, SAMPLE_RATE)
-    record = {
-        "track": job.track, "split": job.split, "class_id": job.class_id, "class_name": job.class_name,
-        "engine": job.engine, "voice": voice, "speaker": job.speaker, "text_id": text_id, "replaced": replaced,
-        "perturbations": "+".join(applied), "narrowband": int(is_narrowband(x, SAMPLE_RATE)),
-        "duration": round(len(x) / SAMPLE_RATE, 3),
-    }
-    atomic_write_json(out / ".build" / f"{Path(job.track).stem}.json", record)
-    return record
+    return save_clip(job, x, rng, out, voice, text_id, replaced)
 
 
 def _speak(job: CrossJob, spoken: dict) -> tuple[np.ndarray, list[int], list[int]]:
@@ -315,10 +305,4 @@ def render_batch(batch: list[CrossJob], out: Path) -> list[tuple[str, str]]:
         audio = synthesize_festival_batch(Voice("festival", batch[0].voice),
                                           [(prose_sentences()[t], r) for t, r in items])
         spoken = {item: result for item, result in zip(items, audio) if result is not None}
-    errors = []
-    for job in batch:
-        try:
-            render_clip(job, out, spoken)
-        except Exception as err:  # one failing clip must not stop the others; it is reported and retried on re-run
-            errors.append((job.speaker, f"{job.split}/{job.track} ({job.speaker}): {type(err).__name__}: {err}"))
-    return errors
+    return render_each(batch, out, spoken, render_clip)
