@@ -30,12 +30,11 @@ import pandas as pd
 from voxtrace.config import Config
 from voxtrace.io import atomic_savefig, atomic_write_csv, atomic_write_json, atomic_write_text
 
-from voxtrace.data.corpus.build import EVAL_PARTS, HELD_OUT_AXES, LABEL_FILES
+from voxtrace.data.corpus.build import CROSS_PARTS, EVAL_PARTS, HELD_OUT_AXES, LABEL_FILES
 from voxtrace.inference.ensemble import fit_member_weights
 
-# What the final ensemble is held to; printed by every run. Part 4 is built apart from training (cross-corpus),
-# part 5 is part 4's kind of clips through the channel families train never uses.
-CROSS_PARTS = ("eval_part4", "eval_part5")
+# What the final ensemble is held to; printed by every run. Parts 4 and 5 (CROSS_PARTS) are built apart from
+# training (cross-corpus), part 5 through the channel families train never uses.
 TARGETS = {"eval_part4_f1": 0.95, "eval_part5_f1": 0.90, "eval_part4_unknown_recall_human": 0.90,
            "eval_part4_unknown_recall_vocoded": 0.90}
 MAX_KNOWN_AS_UNKNOWN = 0.03  # share of known-generator clips called `unknown` on clean parts (1 and 4)
@@ -224,16 +223,14 @@ def choose_ensemble(runs: dict, cfg) -> dict:
 
 
 def _weighted_oof(oof: dict, weights: dict, classes):
+    """The weighted mean of the members' OOF probabilities, as `predict --weights` averages them, and the labels."""
     from voxtrace.evaluation.metrics import label_indices
-    from voxtrace.inference.ensemble import aggregate
+    from voxtrace.inference.ensemble import aggregate, join_on_path
 
     used = [name for name, w in weights.items() if w > 0]
-    frames = [oof[name].drop_duplicates("path").set_index("path") for name in used]
-    common = frames[0].index
-    for frame in frames[1:]:
-        common = common.intersection(frame.index)
-    probs = aggregate([f.loc[common, classes].to_numpy() for f in frames], "mean", [weights[n] for n in used])
-    return probs, label_indices(frames[0].loc[common, "label"], classes)
+    frames = join_on_path([oof[name] for name in used], used)
+    probs = aggregate([f[classes].to_numpy() for f in frames], "mean", [weights[n] for n in used])
+    return probs, label_indices(frames[0]["label"], classes)
 
 
 def _with_rejection(frame: pd.DataFrame, choice: dict, cfg) -> pd.DataFrame:

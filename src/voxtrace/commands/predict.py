@@ -199,9 +199,14 @@ def run(args) -> int:
     return 1 if args.strict and errors else 0
 
 
+def per_model_dir(output: Path) -> Path:
+    """Where `--per-model` writes each run's probabilities."""
+    return output.parent / f"{output.stem}.per_model"
+
+
 def per_model_path(output: Path, run_name: str) -> Path:
-    """Where `--per-model` writes one run's probabilities."""
-    return output.parent / f"{output.stem}.per_model" / f"{run_name.replace('/', '__')}.csv"
+    """The `--per-model` file of one run (`/` in a run name becomes `__`)."""
+    return per_model_dir(output) / f"{run_name.replace('/', '__')}.csv"
 
 
 def _write_per_model(output: Path, ensemble, files, per_model: dict) -> None:
@@ -217,7 +222,7 @@ def _write_per_model(output: Path, ensemble, files, per_model: dict) -> None:
         path = per_model_path(output, name)
         with writing(path):
             write_predictions(path, prediction_frame(files, probs, pred, errors, ensemble.classes, with_probs=True))
-    print(f"predict: wrote each model's probabilities to {per_model_path(output, 'x').parent}")
+    print(f"predict: wrote each model's probabilities to {per_model_dir(output)}")
 
 
 def _previous_rows(partial, resume: bool) -> dict:

@@ -174,6 +174,18 @@ def _release_models() -> None:
     gc.collect()
 
 
+def join_on_path(frames: list, sources) -> list:
+    """Out-of-fold frames indexed by `path` (a repeated path's first row kept), restricted to the paths all of
+    them hold, in the first frame's order; refuses frames that share none, naming their `sources`."""
+    indexed = [frame.drop_duplicates("path").set_index("path") for frame in frames]
+    common = indexed[0].index
+    for frame in indexed[1:]:
+        common = common.intersection(frame.index)
+    if len(common) == 0:
+        raise ValueError(f"the out-of-fold predictions of {[str(s) for s in sources]} share no clip (joined on path)")
+    return [frame.loc[common] for frame in indexed]
+
+
 def fit_member_weights(oof: dict[str, "pd.DataFrame"], classes, step: float = 0.1) -> tuple[dict, "pd.DataFrame"]:
     """Ensemble weights that maximise the macro-F1 of the weighted mean of out-of-fold probabilities.
 
@@ -188,14 +200,9 @@ def fit_member_weights(oof: dict[str, "pd.DataFrame"], classes, step: float = 0.
     from voxtrace.evaluation.metrics import label_indices, label_scores
 
     names = list(oof)
-    frames = [oof[n].drop_duplicates("path").set_index("path") for n in names]
-    common = frames[0].index
-    for frame in frames[1:]:
-        common = common.intersection(frame.index)
-    if len(common) == 0:
-        raise ValueError(f"the out-of-fold predictions of {names} share no clip (joined on path)")
-    probs = np.stack([f.loc[common, classes].to_numpy(np.float64) for f in frames])
-    labels = label_indices(frames[0].loc[common, "label"], classes)
+    frames = join_on_path([oof[n] for n in names], names)
+    probs = np.stack([f[classes].to_numpy(np.float64) for f in frames])
+    labels = label_indices(frames[0]["label"], classes)
     steps = int(round(1 / step))
     rows = []
     for combo in itertools.product(range(steps + 1), repeat=len(names)):

@@ -106,7 +106,7 @@ def apply_open_set(probs, threshold: float, classes, unknown_class, score="maxpr
 
 def read_oof(runs, classes, agg: str = "mean", weights: dict | None = None):
     """The ensemble's out-of-fold `(probs, labels, sources)`: each run's `csv/oof.csv`, joined on `path`."""
-    from voxtrace.inference.ensemble import Aggregator
+    from voxtrace.inference.ensemble import Aggregator, join_on_path
 
     sources = [run.run_dir / "csv" / "oof.csv" for run in runs]
     missing = [str(p) for p in sources if not p.is_file()]
@@ -121,18 +121,14 @@ def read_oof(runs, classes, agg: str = "mean", weights: dict | None = None):
         absent = [c for c in ["path", "label", *classes] if c not in frame.columns]
         if absent:
             raise ValueError(f"{path} lacks columns {absent}; expected path, label and one column per class {classes}")
-        frames.append(frame.drop_duplicates("path").set_index("path"))
-    common = frames[0].index
-    for frame in frames[1:]:
-        common = common.intersection(frame.index)
-    if len(common) == 0:
-        raise ValueError(f"the out-of-fold files {[str(p) for p in sources]} share no clip (joined on path)")
+        frames.append(frame)
+    frames = join_on_path(frames, sources)
     acc = Aggregator(agg)
     for run, frame in zip(runs, frames):
         weight = 1.0 if weights is None or agg == "max" else weights.get(run.name, 1.0)
         if weight > 0:
-            acc.add(frame.loc[common, classes].to_numpy(dtype=np.float64), weight)
-    labels = label_indices(frames[0].loc[common, "label"], classes)
+            acc.add(frame[classes].to_numpy(dtype=np.float64), weight)
+    labels = label_indices(frames[0]["label"], classes)
     return acc.result(), labels, [str(p) for p in sources]
 
 

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 # (min sqrt(H*W), batch size per device) as the reference picked them; bigger inputs get smaller batches
 _BATCH_BY_SIZE = ((768, 16), (640, 32), (0, 64))
@@ -226,16 +227,9 @@ class _FileScores:
 
     def result(self) -> np.ndarray:
         per_pass = self.values if self.agg == "max" else self.values / self.counts[:, None, None]
-        if self.agg == "geometric":
-            per_pass = _softmax(per_pass)
+        if self.agg == "geometric":  # the normalised geometric mean: for a softmax model, softmax(mean logits)
+            per_pass = softmax(per_pass, axis=-1)
         return per_pass.mean(axis=0)
-
-
-def _softmax(log_scores: np.ndarray) -> np.ndarray:
-    """Normalised `exp` over the last axis: the geometric mean of window probabilities, summing to 1 (for a
-    softmax model, the softmax of the mean window logits)."""
-    shifted = np.exp(log_scores - log_scores.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def _lookahead(cfg, batch_size: int, tta: int, max_duration: float) -> int:
