@@ -201,3 +201,18 @@ def test_a_knn_member_exports_like_any_other(fmt, tmp_path):
     exported_probs, errors = predict_files(load_exported_ensemble(out)[0], cfg, paths, progress=False)
     assert not errors and np.ptp(keras_probs[:, 0]) > 0.1
     np.testing.assert_allclose(exported_probs, keras_probs, atol=1e-4)
+
+
+def test_bad_head_and_state_options_name_their_key():
+    from voxtrace.config import ConfigError
+    from voxtrace.models.whisper import select_states
+
+    with pytest.raises(ConfigError, match="model.head.kind"):
+        Config.load(None, ["model.head.kind=svm"])
+    with pytest.raises(ConfigError, match="model.head.known_only"):
+        Config.load(None, ["model.head.known_only=true"])  # the dense head trains end to end: nothing to leave out
+    with pytest.raises(ConfigError, match="model.head.augment_draws"):
+        Config.load(None, ["model.head.kind=logistic", "model.head.augment_draws=-1"])
+    assert select_states("all", 4) == [0, 1, 2, 3, 4] and select_states([-1, 2], 4) == [2, 4]
+    with pytest.raises(ValueError, match="states"):
+        select_states([7], 4)
