@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from voxtrace.config import Config  # noqa: E402
 from voxtrace.data.audio import load_audio  # noqa: E402
-from voxtrace.data.pipeline import frame_windows  # noqa: E402
+from voxtrace.inference.windows import frame_windows  # noqa: E402
 from voxtrace.inference.checkpoints import load_checkpoint  # noqa: E402
 from voxtrace.inference.export import ExportedModel, export_checkpoints  # noqa: E402
 from voxtrace.models import build_classifier  # noqa: E402
@@ -40,7 +40,7 @@ def speech_windows(folder: Path, cfg, count: int) -> np.ndarray:
         path = folder / f"s{i}.wav"
         subprocess.run(["espeak-ng", "-v", ["en-us", "en-gb"][i % 2], "-w", str(path), text], check=True)
         audio = load_audio(path, cfg.audio.sample_rate)
-        windows.extend(frame_windows(audio, cfg.num_samples, cfg.audio.window_hop, cfg.audio.pad_mode).numpy())
+        windows.extend(frame_windows(audio, cfg.num_samples, cfg.audio.window_hop, cfg.audio.pad_mode))
     reps = -(-count // len(windows))
     return np.stack((windows * reps)[:count]).astype(np.float32)
 

@@ -13,7 +13,7 @@ from voxtrace.data.audio import load_audio
 from voxtrace.inference.checkpoints import discover_runs
 from voxtrace.inference.ensemble import Aggregator, Ensemble, aggregate, parse_weights
 from voxtrace.inference.open_set import apply_open_set, calibrate_threshold, confidence_scores, load_or_calibrate
-from voxtrace.data.pipeline import frame_windows
+from voxtrace.inference.windows import frame_windows
 from voxtrace.inference.predictor import predict_files
 from voxtrace.inference.pseudo import read_pseudo_csv, select_pseudo_labels
 from voxtrace.inference.submission import prediction_frame, write_answer_zip
@@ -72,7 +72,7 @@ def test_long_file_is_the_mean_over_windows(tmp_path):
     (model,) = save_run(tmp_path / "run", cfg)
     clip = write_clips(tmp_path / "audio", n=1, seconds=(1.3, 1.3))[0]
     probs, errors = predict_files(model, cfg, [clip], batch_size=3, progress=False)
-    windows = frame_windows(load_audio(clip), cfg.num_samples, cfg.audio.window_hop).numpy()
+    windows = frame_windows(load_audio(clip), cfg.num_samples, cfg.audio.window_hop)
     assert len(windows) == 10  # 1.3 s in 0.25 s windows every 0.125 s: 1 + ceil((1.3 - 0.25) / 0.125)
     np.testing.assert_allclose(probs[0], model.predict(windows, verbose=0).mean(axis=0), rtol=1e-5)
     assert errors == {}

@@ -245,7 +245,7 @@ def test_checkpoint_features_are_the_penultimate_layer(tmp_path):
     import keras
 
     from voxtrace.data.audio import load_audio
-    from voxtrace.data.pipeline import frame_windows
+    from voxtrace.inference.windows import frame_windows
     from voxtrace.inference.checkpoints import load_checkpoint
     from voxtrace.inference.predictor import predict_files
     from voxtrace.models import build_classifier
@@ -263,7 +263,7 @@ def test_checkpoint_features_are_the_penultimate_layer(tmp_path):
     assert softmax == pytest.approx(probs, abs=1e-5)
     head = keras.Model(model.inputs, model.get_layer("head_dense").output)
     windows = np.concatenate([frame_windows(load_audio(p, cfg.audio.sample_rate), cfg.num_samples,
-                                            cfg.audio.window_hop, cfg.audio.pad_mode).numpy() for p in paths])
+                                            cfg.audio.window_hop, cfg.audio.pad_mode) for p in paths])
     assert len(windows) == len(paths)
     assert features["embeddings"] == pytest.approx(head.predict_on_batch(windows), abs=1e-4)
 

@@ -11,7 +11,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from voxtrace.config import Config
-from voxtrace.data.pipeline import aggregate_windows, build_dataset, crop_or_pad, frame_windows
+from voxtrace.data.pipeline import build_dataset, crop_or_pad
 
 SR = 16000
 NUM_FILES = 7
@@ -96,39 +96,6 @@ def test_train_mode_shuffles_and_sees_every_file(corpus):
     assert sorted(epoch) == list(range(NUM_FILES))
     assert epoch != list(range(NUM_FILES))
     assert first_epochs[:NUM_FILES] != first_epochs[NUM_FILES:]  # reshuffled every epoch
-
-
-def test_infer_mode_carries_index_and_skips_unreadable(corpus, bad_file, caplog):
-    paths = corpus[:3] + [bad_file] + corpus[3:]
-    with caplog.at_level(logging.WARNING, logger="voxtrace.data"):
-        items = [(x.numpy(), i.numpy()) for x, i in build_dataset(paths, cfg=_cfg(), mode="infer", batch_size=4)]
-    index = np.concatenate([i for _, i in items])
-    np.testing.assert_array_equal(index, [0, 1, 2, 4, 5, 6, 7])
-    ids = _amplitude_ids(np.concatenate([x for x, _ in items]))
-    np.testing.assert_array_equal(ids, [0, 1, 2, 3, 4, 5, 6])
-    assert "broken.wav" in caplog.text
-
-
-def test_infer_windows_cover_a_long_file_whole(tmp_path):
-    long = np.random.default_rng(0).uniform(-0.5, 0.5, 10 * SR + 123).astype(np.float32)
-    path = tmp_path / "long.wav"
-    sf.write(path, long, SR, subtype="FLOAT")
-    windows = frame_windows(long, SR, 0.5).numpy()
-    assert windows.shape == (1 + int(np.ceil((len(long) - SR) / (SR // 2))), SR)
-    for k, window in enumerate(windows):
-        chunk = long[k * SR // 2 : k * SR // 2 + SR]
-        np.testing.assert_array_equal(window[: len(chunk)], chunk)
-        assert not np.any(window[len(chunk):])
-    short = frame_windows(long[:4000], SR, 0.5).numpy()
-    assert short.shape == (1, SR) and np.array_equal(short[0, :4000], long[:4000])
-    items = list(build_dataset([str(path), str(path)], cfg=_cfg(), mode="infer", batch_size=8, windows=True))
-    index = np.concatenate([i.numpy() for _, i in items])
-    np.testing.assert_array_equal(index, np.repeat([0, 1], len(windows)))
-    scores = np.stack([np.arange(len(index)), -np.arange(len(index))], axis=1).astype(np.float32)
-    merged = aggregate_windows(scores, index, num_files=3, agg="mean")
-    np.testing.assert_allclose(merged[0], [scores[index == 0, 0].mean(), -scores[index == 0, 0].mean()])
-    assert np.isnan(merged[2]).all()
-    np.testing.assert_allclose(aggregate_windows(scores, index, agg="max")[1], [len(index) - 1, -len(windows)])
 
 
 def test_crop_or_pad_modes():

@@ -81,44 +81,6 @@ def resolve_output(output: str) -> Path:
     return output if output.suffix.lower() == ".csv" else output / "ensemble_submission.csv"
 
 
-def collect_files(infer_paths, unreadable: list | None = None) -> list[Path]:
-    """Audio files under every `--infer-path`; refuses a path that does not exist or holds no audio.
-
-    A subfolder that cannot be listed is appended to `unreadable` (its `OSError`), or refused without it.
-    """
-    from voxtrace.data.audio import find_audio_files
-
-    files = []
-    for root in infer_paths:
-        found_unreadable = []
-        found = find_audio_files(root, unreadable=found_unreadable)
-        if found_unreadable and unreadable is None:
-            err = found_unreadable[0]
-            raise ValueError(f"cannot list folder {err.filename} under --infer-path {root}: {err.strerror}")
-        if not found and not found_unreadable:
-            raise FileNotFoundError(f"no audio files (wav, flac, ogg, mp3) under --infer-path {root}")
-        files.extend(found)
-        if unreadable is not None:
-            unreadable.extend(found_unreadable)
-    return files
-
-
-def infer_settings(args, ensemble_cfg):
-    """The `infer` section: flags first, then --cfg, then the checkpoints' config."""
-    from voxtrace.config import Config
-
-    base = Config.load(args.cfg).infer if args.cfg else ensemble_cfg.infer
-    pick = lambda flag, default: default if flag is None else flag  # noqa: E731
-    return {
-        "tta": pick(args.tta, base.tta),
-        "agg": pick(args.agg, base.agg),
-        "batch_size": pick(args.batch_size, base.batch_size),
-        "open_set": pick(args.open_set, base.open_set.enabled),
-        "score": pick(args.open_set_score, base.open_set.score),
-        "target_tpr": pick(args.target_tpr, base.open_set.target_tpr),
-    }
-
-
 @contextlib.contextmanager
 def writing(path):
     """Turn an `OSError` raised while writing `path` into an `OutputError` naming the file and the reason."""
@@ -129,33 +91,35 @@ def writing(path):
 
 
 def run(args) -> int:
+    from voxtrace.data.audio import collect_audio_files
     from voxtrace.inference.checkpoints import discover_runs
+    from voxtrace.inference.decision import decision_settings, load_or_fit_decision
     from voxtrace.inference.ensemble import Ensemble
     from voxtrace.inference.open_set import load_or_calibrate
+    from voxtrace.inference.settings import infer_settings
     from voxtrace.inference.submission import PartialPredictions
 
     start = time.time()
     output = resolve_output(args.output)
-    settings = infer_settings(args, discover_runs(args.model_dir)[0].cfg)
-    if settings["tta"] < 1 or (settings["batch_size"] is not None and settings["batch_size"] < 1):
-        raise ValueError(f"--tta and --batch-size must be >= 1. Received: tta={settings['tta']}, "
-                         f"batch_size={settings['batch_size']}")
+    settings = infer_settings(discover_runs(args.model_dir)[0].cfg, args.cfg, tta=args.tta, agg=args.agg,
+                              batch_size=args.batch_size, open_set=args.open_set, score=args.open_set_score,
+                              target_tpr=args.target_tpr)
     if args.save_every < 1 or (args.max_duration is not None and args.max_duration <= 0):
         raise ValueError(f"--save-every must be >= 1 and --max-duration > 0. Received: save_every="
                          f"{args.save_every}, max_duration={args.max_duration}")
-    ensemble = Ensemble(args.model_dir, agg=settings["agg"], weights=args.weights, tta=settings["tta"],
-                        batch_size=settings["batch_size"], max_duration=args.max_duration,
-                        every_member=args.per_model)
+    ensemble = Ensemble(args.model_dir, agg=settings.agg, weights=args.weights, tta=settings.tta,
+                        batch_size=settings.batch_size, max_duration=args.max_duration, every_member=args.per_model)
     partial = PartialPredictions(output, {
         "classes": ensemble.classes, "agg": ensemble.agg, "tta": ensemble.tta, "weights": ensemble.weights,
         "max_duration": args.max_duration,
         "checkpoints": [str(p) for run in ensemble.runs for p in run.checkpoints],
     }, ensemble.classes)
-    open_set = None
-    if settings["open_set"]:
-        open_set = load_or_calibrate(ensemble, settings["score"], settings["target_tpr"], args.recalibrate)
+    if settings.open_set:
+        ensemble.open_set = load_or_calibrate(ensemble, settings.score, settings.target_tpr, args.recalibrate)
+    open_set = ensemble.open_set
+    ensemble.decision = load_or_fit_decision(ensemble, decision_settings(ensemble.cfg, args.cfg))
     unreadable: list[OSError] = []
-    files = collect_files(args.infer_path, unreadable)
+    files = collect_audio_files(args.infer_path, unreadable)
     if args.debug:
         files = files[:100]
     done = _previous_rows(partial, args.resume)
@@ -180,7 +144,7 @@ def run(args) -> int:
                 for name, probs in result.per_model.items():
                     per_model.setdefault(name, []).append(probs)
                 done.update((str(p), (result.probs[i], result.errors.get(str(p), ""))) for i, p in enumerate(chunk))
-        frame, errors = _write_outputs(args, output, ensemble, open_set, files, done, unreadable)
+        frame, errors = _write_outputs(args, output, ensemble, files, done, unreadable)
         if args.per_model:
             _write_per_model(output, ensemble, todo, per_model)
     except OutputError as err:
@@ -236,24 +200,19 @@ def _previous_rows(partial, resume: bool) -> dict:
     return done
 
 
-def _write_outputs(args, output: Path, ensemble, open_set, files, done: dict, unreadable) -> tuple:
+def _write_outputs(args, output: Path, ensemble, files, done: dict, unreadable) -> tuple:
     """The prediction CSV and `answer.zip` from the scored rows (and a row per unreadable folder).
 
     Returns the frame and `{path: error}` of every row that failed.
     """
     import numpy as np
 
-    from voxtrace.inference.open_set import apply_open_set
     from voxtrace.inference.submission import prediction_frame, write_answer_zip, write_predictions
 
     classes, unknown = ensemble.classes, ensemble.cfg.unknown_class
     probs = np.stack([done[str(f)][0] for f in files]) if files else np.zeros((0, len(classes)), np.float32)
     errors = {str(f): done[str(f)][1] for f in files if done[str(f)][1]}
-    if open_set:
-        pred, rejected = apply_open_set(probs, open_set["threshold"], classes, unknown, open_set["score"])
-    else:
-        ok = np.isfinite(probs).all(axis=1)
-        pred, rejected = np.where(ok, np.nan_to_num(probs).argmax(axis=1), -1), np.zeros(len(files), bool)
+    pred, rejected = ensemble.labels(probs)
     folders = [Path(err.filename) for err in unreadable]
     errors.update({str(p): f"folder cannot be listed ({err.strerror})" for p, err in zip(folders, unreadable)})
     frame = prediction_frame(files + folders, np.vstack([probs, np.full((len(folders), len(classes)), np.nan)]),
@@ -270,7 +229,7 @@ def _write_outputs(args, output: Path, ensemble, open_set, files, done: dict, un
     zipped = "" if args.no_zip else f" and {output.parent / 'answer.zip'}"
     print(f"predict: wrote {output} ({len(frame)} rows){zipped}")
     print("predict: per class " + ", ".join(f"{classes[i]}={n}" for i, n in counts.items())
-          + (f"; rejected to {unknown}: {int(rejected.sum())}" if open_set else ""))
+          + (f"; rejected to {unknown}: {int(rejected.sum())}" if ensemble.open_set else ""))
     tracks = frame["track"]
     if tracks.duplicated().any():
         print(f"predict: warning: {int(tracks.duplicated().sum())} file names occur more than once across "

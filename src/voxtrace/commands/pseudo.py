@@ -59,11 +59,12 @@ def pairs(args) -> list[tuple[str, str]]:
 def run(args) -> int:
     import numpy as np
 
-    from voxtrace.commands.predict import collect_files, infer_settings
     from voxtrace.config import Config
+    from voxtrace.data.audio import collect_audio_files
     from voxtrace.inference.checkpoints import check_same_classes, discover_runs
     from voxtrace.inference.ensemble import Ensemble
     from voxtrace.inference.pseudo import select_pseudo_labels
+    from voxtrace.inference.settings import infer_settings
     from voxtrace.io import atomic_write_csv
 
     output = Path(args.output)
@@ -72,15 +73,14 @@ def run(args) -> int:
     runs = [run for model_dir in dict.fromkeys(m for m, _ in jobs) for run in discover_runs(model_dir)]
     classes = check_same_classes(runs)
     infer = Config.load(args.cfg).infer if args.cfg else runs[0].cfg.infer
-    settings = infer_settings(argparse.Namespace(**vars(args), open_set=None, open_set_score=None, target_tpr=None),
-                              runs[0].cfg)
+    settings = infer_settings(runs[0].cfg, args.cfg, tta=args.tta, agg=args.agg, batch_size=args.batch_size)
     threshold = infer.pseudo_threshold if args.threshold is None else args.threshold
     cap = infer.pseudo_cap_per_class if args.cap_per_class is None else args.cap_per_class
     paths, probs, parts, failed = [], [], [], 0
     for part, (model_dir, infer_path) in enumerate(jobs, start=1):
-        files = collect_files([infer_path])[: 100 if args.debug else None]
-        ensemble = Ensemble(model_dir, agg=settings["agg"], weights=args.weights, tta=settings["tta"],
-                            batch_size=settings["batch_size"])
+        files = collect_audio_files([infer_path])[: 100 if args.debug else None]
+        ensemble = Ensemble(model_dir, agg=settings.agg, weights=args.weights, tta=settings.tta,
+                            batch_size=settings.batch_size)
         print(f"pseudo: part {part}: {len(files)} files from {infer_path}, {len(ensemble.runs)} models in {model_dir}")
         result = ensemble.predict(files, progress=args.verbose > 0)
         for path, message in sorted(result.errors.items()):

@@ -138,6 +138,27 @@ def find_audio_files(root: str | os.PathLike, extensions=AUDIO_EXTENSIONS,
     return sorted(found)
 
 
+def collect_audio_files(roots, unreadable: list | None = None) -> list[Path]:
+    """Audio files under every one of `roots` (files or folders, as `--infer-path` gives them); refuses a root
+    that does not exist or holds no audio.
+
+    A subfolder that cannot be listed is appended to `unreadable` (its `OSError`), or refused without it.
+    """
+    files = []
+    for root in roots:
+        found_unreadable = []
+        found = find_audio_files(root, unreadable=found_unreadable)
+        if found_unreadable and unreadable is None:
+            err = found_unreadable[0]
+            raise ValueError(f"cannot list folder {err.filename} under --infer-path {root}: {err.strerror}")
+        if not found and not found_unreadable:
+            raise FileNotFoundError(f"no audio files (wav, flac, ogg, mp3) under --infer-path {root}")
+        files.extend(found)
+        if unreadable is not None:
+            unreadable.extend(found_unreadable)
+    return files
+
+
 def save_wav(path: str | os.PathLike, x: np.ndarray, sample_rate: int = 16000, subtype: str = "PCM_16") -> None:
     """Write a mono (or [N, C]) waveform as WAV, atomically."""
     x = np.asarray(x, dtype=np.float32)

@@ -10,10 +10,8 @@
   `skip_batches` starts it further on, so a resumed run sees exactly what an uninterrupted one would have.
 * ``valid``: file order, every file exactly once, no augmentation; yields ``(waveforms, targets, weights)``.
   An unreadable file is warned about and yields silence with weight 0, so outputs stay aligned with `paths`.
-* ``infer``: file order, every readable file exactly once; yields ``(waveforms, index)`` where `index` is the
-  file's position in `paths` (unreadable files are warned about and skipped, so their index never appears).
-  With ``windows=True`` each file is cut into overlapping windows (`frame_windows`) that share its index;
-  merge their scores with `aggregate_windows`.
+
+Inference cuts whole clips into windows instead (`voxtrace.inference.windows`, `voxtrace.inference.predictor`).
 
 Sharding: ``auto_shard_policy = DATA``: every worker lists all files and keeps its share of the elements,
 so `tf.distribute` strategies (one or many workers) see each element exactly once per epoch.
@@ -30,7 +28,7 @@ from voxtrace.data.audio import AudioError, load_audio
 from voxtrace.data.augment import RandomStream, augment_waveform, batch_augment
 
 log = logging.getLogger("voxtrace.data")
-MODES = ("train", "valid", "infer")
+MODES = ("train", "valid")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -88,57 +86,6 @@ def crop_or_pad(x, num_samples: int, pad_mode: str = "constant", crop_mode: str 
     return tf.ensure_shape(tf.reshape(out, [num_samples]), [num_samples])
 
 
-# ---- windows for long files -------------------------------------------------------------------------------------
-def frame_windows(x, num_samples: int, hop_fraction: float = 0.5, pad_mode: str = "constant") -> tf.Tensor:
-    """Cut a clip [n] into overlapping windows [k, num_samples] that cover it whole.
-
-    Windows start every `round(hop_fraction * num_samples)` samples; the last one is zero-padded past the end.
-    A clip shorter than one window gives one window padded with `pad_mode` (as `crop_or_pad` outside training).
-    k = 1 + ceil(max(n - num_samples, 0) / hop).
-    """
-    if not 0 < hop_fraction <= 1:
-        raise ValueError(f"hop_fraction must be within (0, 1]. Received: hop_fraction={hop_fraction!r}")
-    x = tf.convert_to_tensor(x, tf.float32)
-    hop = max(1, int(round(num_samples * hop_fraction)))
-    n = tf.shape(x)[0]
-    count = 1 + (tf.maximum(n - num_samples, 0) + hop - 1) // hop
-    total = (count - 1) * hop + num_samples
-
-    def windows():
-        return tf.signal.frame(tf.pad(x, [[0, total - n]]), num_samples, hop, axis=0)
-
-    def single():
-        return crop_or_pad(x, num_samples, pad_mode, "start", training=False)[tf.newaxis]
-
-    out = tf.cond(n > num_samples, windows, single)
-    out.set_shape([None, num_samples])
-    return out
-
-
-def aggregate_windows(scores, index, num_files: int | None = None, agg: str = "mean") -> np.ndarray:
-    """Merge window scores [M, C] into file scores [num_files, C] by file `index` [M] (`mean` or `max`).
-
-    Files without any window (unreadable) get NaN rows.
-    """
-    if agg not in ("mean", "max"):
-        raise ValueError(f"agg must be mean or max. Received: agg={agg!r}")
-    scores = np.asarray(scores, dtype=np.float64)
-    index = np.asarray(index, dtype=np.int64).reshape(-1)
-    if scores.ndim != 2 or len(scores) != len(index):
-        raise ValueError(f"scores must be [M, C] with one index per row. Received {scores.shape} and {index.shape}")
-    num_files = int(num_files if num_files is not None else (index.max() + 1 if index.size else 0))
-    out = np.full((num_files, scores.shape[1]), np.nan)
-    if agg == "mean":
-        sums = np.zeros_like(out)
-        np.add.at(sums, index, scores)
-        counts = np.bincount(index, minlength=num_files)[:, None]
-        np.divide(sums, counts, out=out, where=counts > 0)
-    else:
-        np.fmax.at(out, index, scores)
-    return out.astype(np.float32)
-
-
-# ---- decoding ---------------------------------------------------------------------------------------------------
 def _decoder(sample_rate: int, cache: bool = False, fail_after: int | None = None):
     """A numpy function path -> (waveform, ok) that warns once per unreadable file instead of raising.
 
@@ -212,19 +159,18 @@ def _training_order(num_files: int, seed: int, start: int) -> tf.data.Dataset:
 
 def build_dataset(paths, labels=None, cfg=None, mode: str = "train", batch_size: int | None = None,
                   sample_weights=None, shuffle_seed: int | None = None, cache: bool = False,
-                  windows: bool = False, skip_batches: int = 0) -> tf.data.Dataset:
+                  skip_batches: int = 0) -> tf.data.Dataset:
     """A tf.data pipeline over audio files (see the module docstring for what each `mode` yields).
 
     Args:
         paths: audio file paths.
         labels: [n, C] float targets (one-hot or soft); required for train and valid.
-        cfg: the `voxtrace.config.Config` (audio, augment, train/infer batch sizes).
-        mode: ``train``, ``valid`` or ``infer``.
-        batch_size: global batch size; default `cfg.train.batch_size` (infer: `cfg.infer.batch_size` if set).
+        cfg: the `voxtrace.config.Config` (audio, augment, batch size).
+        mode: ``train`` or ``valid``.
+        batch_size: global batch size; default `cfg.train.batch_size`.
         sample_weights: [n] per-file loss weights (default 1).
         shuffle_seed: seed of the training stream's order and augmentation (default `cfg.seed`).
         cache: keep decoded waveforms in memory (before cropping and augmentation), for small corpora.
-        windows: infer only: cut every file into overlapping windows sharing its index (`frame_windows`).
         skip_batches: train only: start the stream after this many batches (the steps a resumed run has done);
             exact as long as every file decodes.
     """
@@ -232,29 +178,13 @@ def build_dataset(paths, labels=None, cfg=None, mode: str = "train", batch_size:
         raise ValueError("build_dataset needs cfg (a voxtrace.config.Config)")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
-    if windows and mode != "infer":
-        raise ValueError(f"windows=True is for mode='infer'. Received: mode={mode!r}")
     paths = np.asarray([str(p) for p in paths], dtype=object)
     n = len(paths)
     if n == 0:
         raise ValueError(f"build_dataset got no audio files (mode={mode!r})")
-    if batch_size is None:
-        batch_size = (cfg.infer.batch_size if mode == "infer" else None) or cfg.train.batch_size
-    batch_size = int(batch_size)
+    batch_size = int(batch_size or cfg.train.batch_size)
     num_samples, sample_rate, audio = cfg.num_samples, cfg.audio.sample_rate, cfg.audio
     decode = _decoder(sample_rate, cache, fail_after=n if mode == "train" else None)
-
-    if mode == "infer":
-        ds = tf.data.Dataset.from_tensor_slices((paths.astype(str), np.arange(n, dtype=np.int64)))
-        ds = ds.map(lambda p, i: (*decode(p), i), num_parallel_calls=AUTOTUNE, deterministic=True)
-        ds = ds.filter(lambda x, ok, i: ok)
-        if windows:
-            ds = ds.map(lambda x, ok, i: _windows_with_index(x, i, num_samples, audio), num_parallel_calls=AUTOTUNE,
-                        deterministic=True).unbatch()
-        else:
-            ds = ds.map(lambda x, ok, i: (_eval_crop(x, num_samples, audio), i), num_parallel_calls=AUTOTUNE,
-                        deterministic=True)
-        return ds.batch(batch_size).prefetch(AUTOTUNE).with_options(_options(True))
 
     if labels is None:
         raise ValueError(f"mode={mode!r} needs labels ([n, C] one-hot or soft)")
@@ -300,9 +230,3 @@ def build_dataset(paths, labels=None, cfg=None, mode: str = "train", batch_size:
 
 def _eval_crop(x, num_samples, audio):
     return crop_or_pad(x, num_samples, audio.pad_mode, audio.crop_mode, training=False)
-
-
-def _windows_with_index(x, index, num_samples, audio):
-    frames = frame_windows(x, num_samples, audio.window_hop, audio.pad_mode)
-    return frames, tf.fill([tf.shape(frames)[0]], index)
-

@@ -132,9 +132,9 @@ def attribution_heatmap(attributions: np.ndarray, percentile: float = 99.0) -> n
 
 def loudest_window(x: np.ndarray, num_samples: int, hop_fraction: float = 0.5) -> np.ndarray:
     """The window of `num_samples` (on the prediction grid, short clips zero-padded) with the highest energy."""
-    from voxtrace.data.pipeline import frame_windows
+    from voxtrace.inference.windows import frame_windows
 
-    windows = np.asarray(frame_windows(np.asarray(x, np.float32), num_samples, hop_fraction))
+    windows = frame_windows(x, num_samples, hop_fraction)
     return windows[int(np.argmax(np.square(windows).mean(axis=1)))]
 
 

@@ -115,10 +115,13 @@ class Ensemble:
     """Every checkpoint under a model dir, predicted one run at a time (its folds share one decoding pass).
 
     A run of weight 0 is not predicted at all, unless `every_member` asks for each run's own scores.
+    `resident` keeps every model loaded between calls (the web app); otherwise each run's models are loaded
+    for one call and released, so memory holds one run at a time. `open_set` (a calibrated rule from
+    `inference.open_set.load_or_calibrate`) makes `labels` reject unsure clips to the unknown class.
     """
 
     def __init__(self, model_dir, agg: str = "mean", weights=None, tta: int = 1, batch_size: int | None = None,
-                 max_duration: float | None = None, every_member: bool = False):
+                 max_duration: float | None = None, every_member: bool = False, resident: bool = False):
         if agg not in AGGREGATIONS:
             raise ValueError(f"agg must be one of {list(AGGREGATIONS)}. Received: agg={agg!r}")
         if agg == "max" and weights:
@@ -132,34 +135,86 @@ class Ensemble:
         self.agg, self.tta, self.batch_size = agg, int(tta), batch_size
         self.max_duration = max_duration  # files longer are read span by span (predictor.MAX_DECODE_S if None)
         self.every_member = every_member
+        self.resident = resident
+        self.open_set: dict | None = None
+        self.decision: dict | None = None  # a fitted detection threshold (inference.decision.load_or_fit_decision)
+        self._loaded: dict[str, list] = {}
 
     @property
     def cfg(self):
         """The first run's config (class list, unknown class, infer defaults)."""
         return self.runs[0].cfg
 
+    @property
+    def sample_rates(self) -> list[int]:
+        """The rates a clip is needed at (one per distinct run sample rate), for `predict_clip`."""
+        return sorted({run.cfg.audio.sample_rate for run in self.runs})
+
+    @property
+    def members(self) -> list[ModelRun]:
+        """The runs `predict` scores: weight above 0, or all of them with `every_member`."""
+        return [run for run in self.runs if self.every_member or self.weights[run.name] > 0]
+
+    def models(self, run: ModelRun) -> list:
+        """The loaded checkpoints of `run` (kept for later calls when resident)."""
+        if run.name in self._loaded:
+            return self._loaded[run.name]
+        models = [load_checkpoint(p) for p in run.checkpoints]
+        if self.resident:
+            self._loaded[run.name] = models
+        return models
+
     def predict(self, paths, progress: bool = True) -> EnsembleResult:
+        """Scores of audio files: `[n, C]` ensemble probabilities (NaN rows for files no member could read)."""
+        paths = [Path(p) for p in paths]
+        return self._predict(paths, lambda run: paths, progress)
+
+    def predict_clip(self, waveforms: dict[int, np.ndarray], name: str = "clip") -> np.ndarray:
+        """Ensemble probabilities `[C]` of one clip decoded at each of `sample_rates` (`{rate: samples}`);
+        `name` seeds its test-time passes. Raises ValueError when the clip cannot be scored."""
+        from voxtrace.inference.predictor import AudioClip
+
+        clips = {rate: AudioClip(name, np.asarray(x, np.float32)) for rate, x in waveforms.items()}
+        result = self._predict([Path(name)], lambda run: [clips[run.cfg.audio.sample_rate]], progress=False)
+        if result.errors:
+            raise ValueError(next(iter(result.errors.values())))
+        return result.probs[0]
+
+    def labels(self, probs) -> tuple[np.ndarray, np.ndarray]:
+        """`(class index [n], rejected [n] bool)`: the top class (under a detection `decision`, the class its
+        threshold gives), or the unknown class for clips the open-set rule rejects; -1 for NaN rows."""
+        from voxtrace.inference.open_set import apply_open_set
+
+        probs = np.asarray(probs, np.float64)
+        if self.decision is not None:
+            from voxtrace.inference.decision import decide
+
+            return decide(probs, self.decision, self.classes), np.zeros(len(probs), bool)
+        if self.open_set is None:
+            ok = np.isfinite(probs).all(axis=1)
+            return np.where(ok, np.nan_to_num(probs).argmax(axis=1), -1), np.zeros(len(probs), bool)
+        return apply_open_set(probs, self.open_set["threshold"], self.classes, self.cfg.unknown_class,
+                              self.open_set["score"])
+
+    def _predict(self, paths: list[Path], sources, progress: bool) -> EnsembleResult:
         from voxtrace.inference.predictor import predict_models
 
-        paths = [Path(p) for p in paths]
         models_acc = Aggregator(self.agg)
         per_model, errors = {}, {}
-        for i, run in enumerate(self.runs):
-            weight = self.weights[run.name]
-            if weight == 0 and not self.every_member:
-                continue
-            models = [load_checkpoint(p) for p in run.checkpoints]
-            desc = f"model {i + 1}/{len(self.runs)} {run.name} ({len(models)} ckpt)"
+        for i, run in enumerate(self.members):
+            models = self.models(run)
+            desc = f"model {i + 1}/{len(self.members)} {run.name} ({len(models)} ckpt)"
             fold_probs, run_errors = predict_models(
-                models, run.cfg, paths, batch_size=self.batch_size, tta=self.tta, desc=desc, progress=progress,
-                max_duration=self.max_duration,
+                models, run.cfg, sources(run), batch_size=self.batch_size, tta=self.tta, desc=desc,
+                progress=progress, max_duration=self.max_duration,
             )
-            del models
-            _release_models()
+            if not self.resident:
+                del models
+                _release_models()
             per_model[run.name] = aggregate(fold_probs, self.agg)
-            if weight > 0:
-                models_acc.add(per_model[run.name], weight)
-            for path, message in run_errors.items():
+            if self.weights[run.name] > 0:
+                models_acc.add(per_model[run.name], self.weights[run.name])
+            for path, message in run_errors.items():  # keyed by str(path), or by the clip's name
                 errors.setdefault(path, message)
         probs = models_acc.result()
         position = {str(p): i for i, p in enumerate(paths)}

@@ -137,7 +137,8 @@ def load_or_calibrate(ensemble, score: str, target_tpr: float, recalibrate: bool
     import json
 
     state_path = ensemble.model_dir / STATE_FILE if ensemble.model_dir.is_dir() else None
-    checkpoints = sorted(str(p.relative_to(r.run_dir.parent)) for r in ensemble.runs for p in r.checkpoints)
+    root = ensemble.model_dir if ensemble.model_dir.is_dir() else ensemble.runs[0].run_dir.parent
+    checkpoints = sorted(p.relative_to(root).as_posix() for r in ensemble.runs for p in r.checkpoints)
     unknown = ensemble.cfg.unknown_class
     expected = {"score": score, "target_tpr": float(target_tpr), "classes": ensemble.classes,
                 "unknown_class": unknown, "agg": ensemble.agg, "weights": ensemble.weights,

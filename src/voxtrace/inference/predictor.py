@@ -1,9 +1,10 @@
 """Per-model prediction over audio files: streaming decode, overlapping windows, test-time augmentation.
 
 Files are decoded a few at a time on background threads (never all at once), cut into windows of
-`cfg.num_samples` samples that overlap by `cfg.audio.window_hop` of a window (`voxtrace.data.pipeline.
-frame_windows`: the last window zero-padded, short clips padded with `cfg.audio.pad_mode`), and fed to the
-model(s) in fixed-size batches. A file's score is the `cfg.audio.window_agg` (mean or max) of its window
+`cfg.num_samples` samples that overlap by `cfg.audio.window_hop` of a window (`voxtrace.inference.windows`:
+the last window zero-padded, short clips padded with `cfg.audio.pad_mode`), and fed to the model(s) in
+fixed-size batches. A clip already in memory (`AudioClip`, e.g. a web upload) goes the same way without a
+file. A file's score is the `cfg.audio.window_agg` (mean, geometric or max) of its window
 scores, averaged over `tta` passes: pass 0 is deterministic, each further pass shifts the window grid by a
 random offset and places short clips at a random position. The offsets are drawn from the config seed and
 the file name, so a file scores the same whatever else is in the run. A file that cannot be decoded gets a
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import collections
 import os
-import zlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.special import softmax
+
+from voxtrace.inference.windows import file_rng, frame_windows, tta_windows, window_hop
 
 # (min sqrt(H*W), batch size per device) as the reference picked them; bigger inputs get smaller batches
 _BATCH_BY_SIZE = ((768, 16), (640, 32), (0, 64))
@@ -35,22 +38,12 @@ _EPS = 1e-12  # probability floor of the geometric window aggregate
 _DECODE_RAM_SHARE = 0.1  # at most this share of free RAM holds decoded windows waiting for the model
 
 
-def tta_windows(x: np.ndarray, cfg, tta: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Windows `[k, num_samples]` of each TTA pass (`voxtrace.data.pipeline.frame_windows`): pass 0 as is,
-    later passes with the window grid shifted by a random offset below one hop (long files) or the clip placed
-    at a random position of its window (short clips)."""
-    from voxtrace.data.pipeline import frame_windows
+@dataclass(frozen=True)
+class AudioClip:
+    """A clip already decoded at the model's sample rate; `name` seeds its test-time passes as a file name does."""
 
-    n = cfg.num_samples
-    hop = max(1, int(round(n * cfg.audio.window_hop)))
-    passes = []
-    for p in range(tta):
-        shift = int(rng.integers(0, hop)) if p and len(x) > n else 0
-        windows = frame_windows(x[shift:], n, cfg.audio.window_hop, cfg.audio.pad_mode).numpy()
-        if p and len(x) < n:
-            windows = np.roll(windows, int(rng.integers(0, n - len(x) + 1)), axis=1)
-        passes.append(windows)
-    return passes
+    name: str
+    samples: np.ndarray
 
 
 def available_memory_bytes() -> int:
@@ -88,11 +81,6 @@ def _error_message(err: BaseException) -> str:
     return str(reason) if reason else f"{type(err).__name__}: {err}"
 
 
-def file_rng(cfg, path) -> np.random.Generator:
-    """The TTA random generator of one file: from the config seed and the file name only."""
-    return np.random.default_rng([cfg.seed, zlib.crc32(Path(path).name.encode())])
-
-
 class _SpanReader:
     """The TTA windows of a file too long to decode whole, one span of `stride` samples at a time.
 
@@ -104,11 +92,11 @@ class _SpanReader:
     def __init__(self, path: Path, cfg, tta: int, max_duration: float):
         self.path, self.cfg, self.tta = path, cfg, tta
         self.n = cfg.num_samples
-        self.hop = max(1, int(round(self.n * cfg.audio.window_hop)))
+        self.hop = window_hop(self.n, cfg.audio.window_hop)
         self.per_span = max(2, int(max_duration * cfg.audio.sample_rate) // self.hop)  # windows per span and pass
         self.stride = self.per_span * self.hop
         self.length = self.stride + self.n - self.hop  # samples behind one span's windows of one pass
-        rng = file_rng(cfg, path)
+        rng = file_rng(cfg.seed, path)
         self.shifts = [0] + [int(rng.integers(0, self.hop)) for _ in range(1, tta)]  # as tta_windows draws them
         self.done = [False] * tta
         self.span = 0
@@ -120,7 +108,6 @@ class _SpanReader:
     def read(self) -> list[np.ndarray]:
         """Windows `[k, num_samples]` of each pass from the next span (empty for passes already complete)."""
         from voxtrace.data.audio import EndOfAudio, load_audio
-        from voxtrace.data.pipeline import frame_windows
 
         rate, j = self.cfg.audio.sample_rate, self.span
         self.span += 1
@@ -134,7 +121,7 @@ class _SpanReader:
             return [empty] * self.tta
         if j == 0 and len(x) < self.length - 1:  # shorter than its header said: this is the whole file
             self.done = [True] * self.tta
-            return tta_windows(x, self.cfg, self.tta, file_rng(self.cfg, self.path))
+            return tta_windows(x, self.cfg, self.tta, file_rng(self.cfg.seed, self.path))
         passes = []
         for p, shift in enumerate(self.shifts):
             if self.done[p]:
@@ -151,7 +138,7 @@ class _SpanReader:
                     continue
             total = (count - 1) * self.hop + self.n
             y = np.pad(y[:total], (0, max(0, total - len(y))))
-            passes.append(frame_windows(y, self.n, self.cfg.audio.window_hop).numpy())
+            passes.append(frame_windows(y, self.n, self.cfg.audio.window_hop))
         return passes
 
 
@@ -166,9 +153,11 @@ def _decoded(paths, cfg, tta: int, lookahead: int, max_duration: float):
     def first(index: int):
         path = paths[index]
         try:
+            if isinstance(path, AudioClip):
+                return index, tta_windows(path.samples, cfg, tta, file_rng(cfg.seed, path.name)), None, None
             if audio_duration(path) <= max_duration:
                 x = load_audio(path, sample_rate=cfg.audio.sample_rate)
-                return index, tta_windows(x, cfg, tta, file_rng(cfg, path)), None, None
+                return index, tta_windows(x, cfg, tta, file_rng(cfg.seed, path)), None, None
             return following(index, _SpanReader(path, cfg, tta, max_duration))
         except Exception as err:  # any unreadable file becomes an error row, the others go on
             return index, None, _error_message(err), None
@@ -240,7 +229,8 @@ def _lookahead(cfg, batch_size: int, tta: int, max_duration: float) -> int:
 
 def predict_models(models, cfg, paths, batch_size=None, tta: int = 1, desc: str | None = None, progress=True,
                    max_duration: float | None = None):
-    """Score `paths` with several models sharing `cfg` (the folds of one run) in one decoding pass.
+    """Score `paths` (files, or `AudioClip`s) with several models sharing `cfg` (the folds of one run) in one
+    decoding pass.
 
     Files longer than `max_duration` seconds (default `MAX_DECODE_S`) are read span by span. Returns
     `(probs, errors)`: a list with one `[n, C]` float32 array per model (NaN rows for files that failed) and
@@ -248,7 +238,7 @@ def predict_models(models, cfg, paths, batch_size=None, tta: int = 1, desc: str 
     """
     from tqdm.auto import tqdm
 
-    paths = [Path(p) for p in paths]
+    paths = [p if isinstance(p, AudioClip) else Path(p) for p in paths]
     num_classes = len(cfg.classes)
     batch_size = int(batch_size or cfg.infer.batch_size or auto_batch_size(cfg))
     max_duration = float(MAX_DECODE_S if max_duration is None else max_duration)
@@ -278,7 +268,7 @@ def predict_models(models, cfg, paths, batch_size=None, tta: int = 1, desc: str 
     for index, passes, error, last in _decoded(paths, cfg, tta, lookahead, max_duration):
         if error is not None:
             pending.pop(index, None)
-            errors[str(paths[index])] = error
+            errors[paths[index].name if isinstance(paths[index], AudioClip) else str(paths[index])] = error
             bar.update(1)
             continue
         scores = pending.setdefault(index, _FileScores(tta, len(models), num_classes, cfg.audio.window_agg))

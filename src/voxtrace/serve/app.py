@@ -50,8 +50,13 @@ def create_app(
     max_queue: int = 4,
     host: str = "127.0.0.1",
     allowed_origins: Iterable[str] = (),
+    weights=None,
+    open_set: bool | None = None,
 ) -> FastAPI:
     """The FastAPI app serving the ensemble of checkpoints under `model_dir` (loaded here, once).
+
+    `weights` (`NAME=W` items) and `open_set` (default: the checkpoints' `infer.open_set.enabled`) are
+    those of `voxtrace predict`.
 
     `host` is the address the server binds (a name it may be reached by besides the loopback ones);
     `allowed_origins` (`scheme://host[:port]`) are further sites allowed to call it, e.g. a reverse proxy.
@@ -63,7 +68,7 @@ def create_app(
     if not (isinstance(max_queue, int) and max_queue >= 0):
         raise ValueError(f"max_queue must be an integer >= 0. Received: max_queue={max_queue!r}")
     allowed_origins = [normalize_origin(origin) for origin in allowed_origins]
-    attributor = Attributor(model_dir)
+    attributor = Attributor(model_dir, weights=weights, open_set=open_set)
     max_bytes = int(max_upload_mb * 2**20)
     app = FastAPI(title="voxtrace", summary="synthetic speech attribution", docs_url=None, redoc_url=None)
     app.state.attributor = attributor
@@ -117,10 +122,9 @@ def attribute_upload(attributor: Attributor, upload: Upload, max_duration_s: flo
     x = waveforms[attributor.cfg.audio.sample_rate]
     duration = len(x) / attributor.cfg.audio.sample_rate
     try:
-        probs = attributor.predict(waveforms, upload.path.parent)
+        probs, top = attributor.predict(waveforms, upload.filename)
     except ValueError as err:
         raise UploadError(422, f"{upload.filename}: {err}") from None
-    top = int(np.argmax(probs))
     result = {
         "label": attributor.classes[top],
         "probabilities": {name: float(p) for name, p in zip(attributor.classes, probs)},

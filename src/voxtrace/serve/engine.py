@@ -1,17 +1,15 @@
-"""The web app's model side: every checkpoint of a model dir, loaded once and shared by all requests.
+"""The web app's model side: the ensemble of a model dir, kept loaded and shared by all requests.
 
-Scores follow `voxtrace.inference.ensemble.Ensemble` (windows and TTA of `predict_models`, folds aggregated
-into one score per model, models into the ensemble score, with `infer.agg` of the first run), but the models
-stay in memory between requests instead of being loaded per call, and the clip comes in decoded (by the
-caller, outside the lock, so a slow decoder never holds up the models). One lock serialises the TensorFlow
-work, so concurrent requests each get their own, correct answer.
+Scores come from `voxtrace.inference.ensemble.Ensemble` in resident mode (the same windows, TTA, weights,
+aggregation and open-set rule as `voxtrace predict`); the clip comes in decoded by the caller, outside the
+lock, so a slow decoder never holds up the models. One lock serialises the TensorFlow work, so concurrent
+requests each get their own, correct answer.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 import numpy as np
 
@@ -19,61 +17,62 @@ import numpy as np
 class Attributor:
     """Attribute one decoded clip with the whole ensemble, and explain it with the first checkpoint."""
 
-    def __init__(self, model_dir: str | os.PathLike, batch_size: int = 8, saliency_steps: int = 16):
+    def __init__(self, model_dir: str | os.PathLike, weights=None, open_set: bool | None = None,
+                 batch_size: int = 8, saliency_steps: int = 16):
         from voxtrace.explain.saliency import SaliencyModel
-        from voxtrace.inference.checkpoints import discover_runs, load_checkpoint
+        from voxtrace.inference.checkpoints import discover_runs
+        from voxtrace.inference.decision import decision_settings, load_or_fit_decision
+        from voxtrace.inference.ensemble import Ensemble
+        from voxtrace.inference.open_set import load_or_calibrate
+        from voxtrace.inference.settings import infer_settings
 
-        self.runs = discover_runs(model_dir)
-        self.classes = list(self.runs[0].cfg.classes)
-        self.models = [[load_checkpoint(path) for path in run.checkpoints] for run in self.runs]
-        self.agg = self.cfg.infer.agg
-        self.batch_size = int(batch_size)  # fixed, so each model's predict function is traced once
+        settings = infer_settings(discover_runs(model_dir)[0].cfg, open_set=open_set)
+        # a fixed batch size, so each model's predict function is traced once
+        self.ensemble = Ensemble(model_dir, agg=settings.agg, weights=weights, tta=settings.tta,
+                                 batch_size=int(batch_size), resident=True)
+        if settings.open_set:
+            self.ensemble.open_set = load_or_calibrate(self.ensemble, settings.score, settings.target_tpr)
+        self.ensemble.decision = load_or_fit_decision(self.ensemble, decision_settings(self.ensemble.cfg))
         self.saliency_steps = int(saliency_steps)
+        first = self.ensemble.models(self.ensemble.members[0])[0]
+        for run in self.ensemble.members[1:]:
+            self.ensemble.models(run)  # load every member now, not on the first request
         try:
-            self.explainer = SaliencyModel(self.models[0][0])
+            self.explainer = SaliencyModel(first)
         except ValueError:  # a model without a voxtrace front-end still predicts, unexplained
             self.explainer = None
         self._lock = threading.Lock()
 
     @property
+    def runs(self):
+        return self.ensemble.members
+
+    @property
+    def classes(self) -> list[str]:
+        return self.ensemble.classes
+
+    @property
     def cfg(self):
-        """The first run's config (sample rate, class list, infer defaults)."""
+        """The first member's config (sample rate, class list, infer defaults)."""
         return self.runs[0].cfg
 
     @property
     def num_checkpoints(self) -> int:
-        return sum(len(models) for models in self.models)
+        return sum(len(run.checkpoints) for run in self.runs)
 
     @property
     def sample_rates(self) -> list[int]:
-        """The rates `predict` needs the clip decoded at (one per distinct run sample rate)."""
+        """The rates `predict` needs the clip decoded at (one per distinct member sample rate)."""
         return sorted({run.cfg.audio.sample_rate for run in self.runs})
 
-    def predict(self, waveforms: dict[int, np.ndarray], workdir: str | os.PathLike) -> np.ndarray:
-        """Ensemble probabilities `[C]` of one clip, given decoded at each of `sample_rates` (`{rate: x}`).
-
-        The predictor reads files: the clip goes to it as float WAVs written to `workdir` beforehand (exact
-        samples, read back in milliseconds), so no upload is decoded while the models are held. Raises
-        ValueError if the clip cannot be scored.
-        """
-        from voxtrace.data.audio import save_wav
-        from voxtrace.inference.ensemble import aggregate
-        from voxtrace.inference.predictor import predict_models
-
-        clips = {rate: Path(workdir) / f"clip-{rate}.wav" for rate in waveforms}
-        for rate, x in waveforms.items():
-            save_wav(clips[rate], x, rate, subtype="FLOAT")
-        per_model = []
+    def predict(self, waveforms: dict[int, np.ndarray], name: str = "clip") -> tuple[np.ndarray, int]:
+        """`(probabilities [C], label index)` of one clip decoded at each of `sample_rates` (`{rate: x}`): the
+        label is the top class or, under the open-set rule, the unknown class. Raises ValueError if the clip
+        cannot be scored."""
         with self._lock:
-            for run, models in zip(self.runs, self.models):
-                fold_probs, errors = predict_models(
-                    models, run.cfg, [clips[run.cfg.audio.sample_rate]], batch_size=self.batch_size,
-                    tta=run.cfg.infer.tta, progress=False,
-                )
-                if errors:
-                    raise ValueError(next(iter(errors.values())))
-                per_model.append(aggregate(fold_probs, self.agg))
-        return aggregate(per_model, self.agg)[0]
+            probs = self.ensemble.predict_clip(waveforms, name)
+        label, _ = self.ensemble.labels(probs[None])
+        return probs, int(label[0])
 
     def explain(self, x: np.ndarray, class_index: int) -> tuple[str, dict] | None:
         """`(method, saliency_maps(...))` of the loudest window of waveform `x` for `class_index`.

@@ -2,7 +2,7 @@
 
 A frozen backbone (e.g. `whisper_tiny_en` with `trainable_blocks: 0`) maps a window to the same features at
 every epoch, so training it end to end recomputes them for nothing. Here each training clip is decoded once,
-cut into the windows `voxtrace predict` uses (`inference.predictor.tta_windows`, pass 0), every window goes
+cut into the windows `voxtrace predict` uses (`inference.windows.tta_windows`, pass 0), every window goes
 through the backbone once, and the clip's feature vector is the mean of its window features. With
 `model.head.augment_draws: n` each clip also gets n augmented copies (the `augment` section's voice and
 channel perturbations, seeded by the clip and the draw). Features are cached on disk (`FeatureCache`) under
@@ -89,7 +89,7 @@ def _draw_seed(cfg, path, draw: int) -> np.ndarray:
 def _clip_windows(cfg, path, draw: int) -> np.ndarray:
     """The windows `predict` scores (pass 0) of one clip, after the draw's augmentation (draw 0: none)."""
     from voxtrace.data.audio import load_audio
-    from voxtrace.inference.predictor import tta_windows
+    from voxtrace.inference.windows import tta_windows
 
     x = load_audio(path, cfg.audio.sample_rate)
     if draw:
