@@ -10,7 +10,11 @@ Every reader returns the columns of `MANIFEST_COLUMNS`:
 
 Integer labels (the SP Cup's `algorithm` column) are mapped to names through `classes`. Files that are
 missing or cannot be decoded are reported with one warning naming each file and left out; every good
-file is kept.
+file is kept; a protocol row that cannot be used is reported by file and line (`datasets.common`).
+
+`voxtrace.vocabulary.DATASETS` names every `data.dataset`; the readers of the field's other sets live in `voxtrace.data.datasets`
+(SP Cup external data, MLAAD, In-the-Wild, ASVspoof 2021 and 5). With `conditions=True` a reader also keeps
+the per-clip conditions its layout gives (`CONDITION_COLUMNS`: attack, system, codec, ...).
 """
 
 from __future__ import annotations
@@ -22,9 +26,23 @@ from pathlib import Path
 import pandas as pd
 
 from voxtrace.config import ATTRIBUTION_CLASSES, DETECTION_CLASSES, ConfigError, load_paths
-from voxtrace.data.audio import MIN_DURATION, AudioError, audio_duration, find_audio_files
-
-MANIFEST_COLUMNS = ["path", "track", "label", "group", "source"]
+from voxtrace.data.audio import find_audio_files
+from voxtrace.data.datasets.common import (
+    CONDITION_COLUMNS,
+    MANIFEST_COLUMNS,
+    drop_duplicates,
+    existing,
+    finish,
+    folder_from_paths,
+    label_names,
+    map_labels,
+    read_fields,
+    resolve_root,
+)
+from voxtrace.data.datasets.detection import read_asvspoof5, read_asvspoof21, read_in_the_wild
+from voxtrace.data.datasets.external import read_spcup22_external
+from voxtrace.data.datasets.mlaad import read_mlaad
+from voxtrace.vocabulary import DATASETS
 
 # SP Cup 2022, as the reference's PATHS.json names its folders
 SPCUP22_PARTS = {
@@ -38,6 +56,7 @@ ASVSPOOF19_PROTOCOLS = {
     "dev": "ASVspoof2019.LA.cm.dev.trl.txt",
     "eval": "ASVspoof2019.LA.cm.eval.trl.txt",
 }
+SPLIT_ALIASES = {"valid": "dev", "test": "eval"}
 DEMO_SPLITS = {
     "train": ("train", "train/labels.csv"),
     "eval_part1": ("eval_part1", "labels_eval_part1.csv"),
@@ -59,7 +78,7 @@ def read_spcup22(paths: dict, part: str = "train", classes=ATTRIBUTION_CLASSES, 
     if part not in SPCUP22_PARTS:
         raise ValueError(f"part must be one of {list(SPCUP22_PARTS)}. Received: part={part!r}")
     key = SPCUP22_PARTS[part]
-    folder = _folder_from_paths(paths, key)
+    folder = folder_from_paths(paths, key)
     if part in ("train", "unseen"):
         labels_csv = folder / "labels.csv"
         if not labels_csv.is_file():
@@ -75,36 +94,34 @@ def read_spcup22(paths: dict, part: str = "train", classes=ATTRIBUTION_CLASSES, 
         frame["label"] = pd.NA
     frame["group"] = frame["track"].str.rsplit(".", n=1).str[0]
     frame["source"] = f"spcup22-{part}"
-    return _finish(frame, check, f"SP Cup 2022 {part} ({key})")
+    return finish(frame, check, f"SP Cup 2022 {part} ({key})")
 
 
-def read_asvspoof19_la(root: str | os.PathLike, partition: str = "train", check: bool = True) -> pd.DataFrame:
+def read_asvspoof19_la(root: str | os.PathLike, partition: str = "train", check: bool = True,
+                       conditions: bool = False) -> pd.DataFrame:
     """ASVspoof 2019 LA: protocol lines `SPEAKER FILE - ATTACK KEY`; labels bonafide / spoof.
 
     Expects `root/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{train.trn,dev.trl,eval.trl}.txt` and
-    `root/ASVspoof2019_LA_{partition}/flac/FILE.flac`. `group` is the speaker, `source` the attack id
-    (A01-A19) or "bonafide".
+    `root/ASVspoof2019_LA_{partition}/flac/FILE.flac`. `group` is the speaker, `source` (and the `attack`
+    condition) the attack id (A01-A19) or "bonafide".
     """
     if partition not in ASVSPOOF19_PROTOCOLS:
         raise ValueError(f"partition must be one of {list(ASVSPOOF19_PROTOCOLS)}. Received: partition={partition!r}")
-    root = _existing(root, "ASVspoof 2019 LA root")
+    root = existing(root, "ASVspoof 2019 LA root")
     protocol = root / "ASVspoof2019_LA_cm_protocols" / ASVSPOOF19_PROTOCOLS[partition]
     if not protocol.is_file():
         raise FileNotFoundError(f"ASVspoof 2019 LA protocol not found: {protocol}")
-    table = pd.read_csv(protocol, sep=r"\s+", header=None, names=["speaker", "file", "env", "attack", "key"],
-                        dtype=str)
-    bad = sorted(set(table["key"]) - set(DETECTION_CLASSES))
-    if bad:
-        raise ValueError(f"{protocol}: the last column must be bonafide or spoof. Received: {bad[:5]}")
+    table = read_fields(protocol, ["speaker", "file", "env", "attack", "key"])
+    table = drop_duplicates(map_labels(table, "key", {c: c for c in DETECTION_CLASSES}), "file")
     audio_dir = root / f"ASVspoof2019_LA_{partition}" / "flac"
-    frame = pd.DataFrame({
-        "path": [str((audio_dir / f"{name}.flac").resolve()) for name in table["file"]],
-        "track": table["file"] + ".flac",
-        "label": table["key"],
-        "group": table["speaker"],
-        "source": table["attack"].where(table["attack"] != "-", "bonafide"),
-    })
-    return _finish(frame, check, f"ASVspoof 2019 LA {partition}")
+    frame = table.assign(
+        path=[str((audio_dir / f"{name}.flac").resolve()) for name in table["file"]],
+        track=table["file"] + ".flac",
+        group=table["speaker"],
+        source=table["attack"].where(table["attack"] != "-", "bonafide"),
+    )
+    frame["attack"] = frame["source"]
+    return finish(frame, check, f"ASVspoof 2019 LA {partition}", extra=CONDITION_COLUMNS if conditions else ())
 
 
 def read_folder_per_class(root: str | os.PathLike, class_map: dict | None = None, check: bool = True) -> pd.DataFrame:
@@ -114,7 +131,7 @@ def read_folder_per_class(root: str | os.PathLike, class_map: dict | None = None
     are skipped with a warning). `group` is the folder holding the file relative to `root` (a speaker
     folder where there is one), `source` the class subfolder.
     """
-    root = _existing(root, "folder-per-class root")
+    root = existing(root, "folder-per-class root")
     subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subfolders:
         raise ValueError(f"{root} has no class subfolders (expected e.g. {root}/real/, {root}/fake/)")
@@ -131,7 +148,7 @@ def read_folder_per_class(root: str | os.PathLike, class_map: dict | None = None
             })
     if skipped:
         warnings.warn(f"{root}: subfolders not in class_map, skipped: {skipped}", stacklevel=2)
-    return _finish(pd.DataFrame(rows, columns=MANIFEST_COLUMNS), check, str(root))
+    return finish(pd.DataFrame(rows, columns=MANIFEST_COLUMNS), check, str(root))
 
 
 def read_csv_manifest(path: str | os.PathLike, classes=None, check: bool = True) -> pd.DataFrame:
@@ -139,7 +156,7 @@ def read_csv_manifest(path: str | os.PathLike, classes=None, check: bool = True)
 
     An empty label means unlabelled. Integer labels are class ids into `classes` (needed then).
     """
-    path = _existing(path, "CSV manifest")
+    path = existing(path, "CSV manifest")
     table = pd.read_csv(path, dtype={"path": str})
     missing = {"path", "label"} - set(table.columns)
     if missing:
@@ -148,11 +165,11 @@ def read_csv_manifest(path: str | os.PathLike, classes=None, check: bool = True)
     frame = pd.DataFrame({
         "path": [str(p.resolve()) for p in files],
         "track": [p.name for p in files],
-        "label": _label_names(table["label"], classes, path),
+        "label": label_names(table["label"], classes, path),
     })
     frame["group"] = table["group"].astype(str).values if "group" in table else frame["track"]
     frame["source"] = table["source"].astype(str).values if "source" in table else path.stem
-    return _finish(frame, check, str(path))
+    return finish(frame, check, str(path))
 
 
 def read_demo(root: str | os.PathLike, split: str = "train", task: str = "attribute",
@@ -168,7 +185,7 @@ def read_demo(root: str | os.PathLike, split: str = "train", task: str = "attrib
         raise ValueError(f"split must be one of {list(DEMO_SPLITS)}. Received: split={split!r}")
     if task not in ("attribute", "detect"):
         raise ValueError(f"task must be attribute or detect. Received: task={task!r}")
-    root = _existing(root, "demo corpus")
+    root = existing(root, "demo corpus")
     metadata = root / "metadata.csv"
     if not metadata.is_file():
         raise FileNotFoundError(f"{metadata} not found: build the corpus with `voxtrace corpus --out {root}`")
@@ -182,77 +199,66 @@ def read_demo(root: str | os.PathLike, split: str = "train", task: str = "attrib
         "group": table["speaker"].values,
         "source": table["engine"].values,
     })
-    return _finish(frame, check, f"demo corpus {split} ({root})")
+    return finish(frame, check, f"demo corpus {split} ({root})")
 
 
-def read_manifest(cfg, split: str = "train") -> pd.DataFrame:
+def read_manifest(cfg, split: str = "train", conditions: bool = False) -> pd.DataFrame:
     """The manifest of `cfg.data.dataset` for `split`, with labels checked against `cfg.classes`.
 
     `cfg.data.root` is a folder or CSV file, or a key of PATHS.json (`cfg.data.paths_json`). Splits:
     demo: train | eval_part1 .. eval_part5; spcup22: train (training part 1, plus the unseen part when
-    cfg.classes has its 6th class, unknown) | unseen | eval_part1 | eval_part2; asvspoof19: train | dev | eval
-    (valid and test are accepted for dev and eval); folder / csv: train only.
+    cfg.classes has its 6th class, unknown, plus the `data.external` corpora as unknown) | unseen | eval_part1 |
+    eval_part2; asvspoof19, mlaad, asvspoof5: train | dev | eval (valid and test are accepted for dev and eval);
+    asvspoof21la / asvspoof21df: train | dev (ASVspoof 2019 LA) | eval | progress | hidden_track | all;
+    inthewild: any split, the whole set; folder / csv: train only. `conditions=True` keeps the columns of
+    `CONDITION_COLUMNS` the layout gives (attack, system, codec, ...) after the manifest columns.
     """
     data = cfg.data
     dataset = data.dataset
+    if dataset not in DATASETS:
+        raise ConfigError(f"data.dataset must be one of {list(DATASETS)}. Received: {dataset!r}")
+    split = SPLIT_ALIASES.get(split, split) if dataset in ("asvspoof19", "mlaad", "asvspoof5") else split
     if dataset == "spcup22":
         paths = load_paths(data.paths_json)
         if split == "train":
             parts = [read_spcup22(paths, "train", cfg.classes)]
             if len(cfg.classes) > len(ATTRIBUTION_CLASSES) - 1:  # the unseen part is class 5, unknown
                 parts.append(read_spcup22(paths, "unseen", cfg.classes))
+            parts.append(read_spcup22_external(paths, data.external, cfg.unknown_class, cfg.seed))
             frame = pd.concat(parts, ignore_index=True)
         else:
             frame = read_spcup22(paths, split, cfg.classes)
     else:
-        root = _resolve_root(data.root, data.paths_json)
+        root = resolve_root(data.root, data.paths_json)
         if dataset == "demo":
             frame = read_demo(root, split, task=cfg.task)
         elif dataset == "asvspoof19":
-            frame = read_asvspoof19_la(root, {"valid": "dev", "test": "eval"}.get(split, split))
-        elif dataset in ("folder", "csv"):
+            frame = read_asvspoof19_la(root, split, conditions=conditions)
+        elif dataset == "mlaad":
+            if not data.protocols:
+                raise ConfigError("data.dataset=mlaad needs data.protocols: the folder of the source-tracing "
+                                  "train.csv / dev.csv / eval.csv (or a PATHS.json key)")
+            frame = read_mlaad(root, resolve_root(data.protocols, data.paths_json), split, data.attribute_by,
+                               cfg.unknown_class, conditions=conditions)
+        elif dataset == "inthewild":
+            frame = read_in_the_wild(root)
+        elif dataset in ("asvspoof21la", "asvspoof21df"):
+            frame = read_asvspoof21(root, dataset[-2:].upper(), split, data.paths_json, conditions=conditions)
+        elif dataset == "asvspoof5":
+            frame = read_asvspoof5(root, split, conditions=conditions)
+        else:  # folder, csv
             if split != "train":
                 raise ValueError(f"data.dataset={dataset!r} has one split, train. Received: split={split!r}")
             frame = read_folder_per_class(root) if dataset == "folder" else read_csv_manifest(root, cfg.classes)
-        else:
-            raise ConfigError(f"data.dataset must be demo, spcup22, asvspoof19, folder or csv. Received: {dataset!r}")
+    frame = frame.reindex(columns=MANIFEST_COLUMNS + [c for c in CONDITION_COLUMNS if c in frame.columns])
+    if not conditions:
+        frame = frame[MANIFEST_COLUMNS]
     if data.max_files is not None:
         frame = cap_per_class(frame, data.max_files, cfg.seed)
     return _check_classes(frame, cfg.classes, f"data.dataset={dataset!r}")
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
-def _resolve_root(root: str, paths_json: str) -> Path:
-    """A PATHS.json key (e.g. DEMO_DATA_DIR) or a path; a missing one raises naming the key."""
-    paths = load_paths(paths_json)
-    if root in paths:
-        resolved = Path(paths[root])
-        if not resolved.exists():
-            raise FileNotFoundError(f"{root}={resolved} (from {paths_json}) does not exist")
-        return resolved
-    resolved = Path(root)
-    if not resolved.exists():
-        hint = f" (nor is it a key of {paths_json}: {sorted(paths)})" if paths else ""
-        raise FileNotFoundError(f"data.root={root!r} does not exist{hint}")
-    return resolved
-
-
-def _folder_from_paths(paths: dict, key: str) -> Path:
-    if key not in paths:
-        raise FileNotFoundError(f"PATHS.json has no {key}; it must name the folder of that part of SP Cup 2022")
-    folder = Path(paths[key])
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{key}={folder} (from PATHS.json) does not exist")
-    return folder
-
-
-def _existing(path, what: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    return path
-
-
 def read_track_labels(labels_csv, folder, classes) -> pd.DataFrame:
     """A `track,algorithm` labels CSV (the SP Cup layout) as `DataFrame[path, track, label]`: `track` is a file
     in `folder`, `algorithm` a class id into `classes` or a class name."""
@@ -264,44 +270,8 @@ def read_track_labels(labels_csv, folder, classes) -> pd.DataFrame:
     return pd.DataFrame({
         "path": [str((folder / t).resolve()) for t in table["track"]],
         "track": table["track"].astype(str),
-        "label": _label_names(table["algorithm"], classes, labels_csv),
+        "label": label_names(table["algorithm"], classes, labels_csv),
     })
-
-
-def _label_names(values: pd.Series, classes, source) -> pd.Series:
-    """Class ids -> names (through `classes`); names pass through; empty stays NA."""
-    out = []
-    for value in values:
-        if pd.isna(value) or (isinstance(value, str) and not value.strip()):
-            out.append(pd.NA)
-            continue
-        text = str(value).strip()
-        if text.lstrip("-").isdigit() or isinstance(value, (int, float)):
-            index = int(float(text))
-            if classes is None or not 0 <= index < len(classes):
-                raise ValueError(f"{source}: label {value!r} is not a class id of classes={classes}")
-            out.append(classes[index])
-        else:
-            out.append(text)
-    return pd.Series(out, index=values.index, dtype=object)
-
-
-def _finish(frame: pd.DataFrame, check: bool, what: str) -> pd.DataFrame:
-    """Drop (and report, one warning per file) files that are missing, cannot be decoded or are too short."""
-    frame = frame[MANIFEST_COLUMNS].reset_index(drop=True)
-    if not check or frame.empty:
-        return frame
-    good = []
-    for path in frame["path"]:
-        try:
-            seconds = audio_duration(path)
-            if seconds < MIN_DURATION:
-                raise AudioError(path, f"too short: {seconds:.3f} s < {MIN_DURATION} s")
-            good.append(True)
-        except (AudioError, FileNotFoundError) as err:
-            warnings.warn(f"{what}: skipping unreadable audio: {err}", stacklevel=3)
-            good.append(False)
-    return frame[good].reset_index(drop=True)
 
 
 def cap_per_class(frame: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
@@ -311,10 +281,21 @@ def cap_per_class(frame: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
     return shuffled[rank < cap].sort_index().reset_index(drop=True)
 
 
-def balance_classes(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """As many files of every label as the rarest label has (random undersampling, as seeds/001 balanced
-    bona fide and spoof)."""
-    return cap_per_class(frame, int(frame["label"].value_counts().min()), seed)
+def balance_classes(frame: pd.DataFrame, seed: int, mode: str = "undersample") -> pd.DataFrame:
+    """As many files of every label as the rarest label has (`undersample`: a random subset, as seeds/001
+    balanced bona fide and spoof), or as the commonest has (`resample`: every file kept, each label's files
+    repeated whole and then a random subset of them added for the remainder, so every file is seen)."""
+    counts = frame["label"].value_counts()
+    if mode == "undersample":
+        return cap_per_class(frame, int(counts.min()), seed)
+    if mode != "resample":
+        raise ValueError(f"balance mode must be undersample or resample. Received: mode={mode!r}")
+    parts = []
+    for label, count in counts.items():
+        rows = frame[frame["label"] == label]
+        repeats, remainder = divmod(int(counts.max()), int(count))
+        parts += [rows] * repeats + [rows.sample(n=remainder, random_state=seed)]
+    return pd.concat(parts).reset_index(drop=True)
 
 
 def _check_classes(frame: pd.DataFrame, classes, what: str) -> pd.DataFrame:
@@ -324,5 +305,7 @@ def _check_classes(frame: pd.DataFrame, classes, what: str) -> pd.DataFrame:
     if unknown:
         raise ConfigError(
             f"{what}: labels {unknown[:10]} are not in classes={list(classes)}; set `classes` (and `task`) to match"
+            + (" (for MLAAD: python -m voxtrace.data.datasets.mlaad ROOT PROTOCOLS prints the line)"
+               if "mlaad" in what else "")
         )
     return frame

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.special import logsumexp
 from sklearn import metrics as skm
+
+from voxtrace.vocabulary import OPEN_SET_SCORES
+
+_PROB_FLOOR = 1e-7  # probabilities are clipped here before a logarithm
 
 
 def _as_index(y, name: str) -> np.ndarray:
@@ -173,3 +178,124 @@ def fpr_at_tpr(is_positive, scores, tpr: float = 0.95) -> float:
         return float("nan")
     threshold = positives[int(np.ceil(tpr * len(positives) - 1e-9)) - 1]
     return float(np.mean(negatives >= threshold))
+
+
+# ---- detection costs (ASVspoof 5 conventions) ---------------------------------------------------------------
+# ASVspoof 5's parameters: a prior of 0.05 for spoof (so p_target = 0.95 for bona fide, the positive class),
+# a missed bona fide costs 1, a spoof accepted costs 10.
+DCF_P_TARGET = 0.95
+DCF_C_MISS = 1.0
+DCF_C_FA = 10.0
+
+
+def det_curve(is_positive, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(miss_rates, false_alarm_rates, thresholds)` of `scores` (higher = positive), thresholds ascending.
+
+    At threshold t a clip is accepted as positive when its score is >= t: the miss rate is the share of
+    positives scored below t, the false-alarm rate the share of negatives at or above it. The thresholds are
+    every distinct score and +inf (nothing accepted), so the curve runs from (0, 1) to (1, 0). Rows with a
+    non-finite score are left out; empty arrays without both sides.
+    """
+    is_positive, scores = _binary_scores(is_positive, scores)
+    n_pos, n_neg = int(is_positive.sum()), int((~is_positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    thresholds = np.append(np.unique(scores), np.inf)
+    pos, neg = np.sort(scores[is_positive]), np.sort(scores[~is_positive])
+    miss = np.searchsorted(pos, thresholds, side="left") / n_pos
+    false_alarm = 1.0 - np.searchsorted(neg, thresholds, side="left") / n_neg
+    return miss, false_alarm, thresholds
+
+
+def _dcf_norm(p_target: float, c_miss: float, c_fa: float) -> float:
+    if not 0.0 < p_target < 1.0 or c_miss <= 0 or c_fa <= 0:
+        raise ValueError(f"p_target must be within (0, 1) and the costs positive. Received: p_target={p_target}, "
+                         f"c_miss={c_miss}, c_fa={c_fa}")
+    return min(c_miss * p_target, c_fa * (1.0 - p_target))
+
+
+def min_dcf(is_positive, scores, p_target: float = DCF_P_TARGET, c_miss: float = DCF_C_MISS,
+            c_fa: float = DCF_C_FA) -> float:
+    """Normalised minimum detection cost of `scores` (higher = positive, e.g. bona fide), as ASVspoof 5:
+    min over thresholds of `c_miss * p_target * P_miss + c_fa * (1 - p_target) * P_fa`, divided by the cost of
+    the better trivial system `min(c_miss * p_target, c_fa * (1 - p_target))`. Any monotonic score works (no
+    calibration needed). The defaults are ASVspoof 5's (pi_spoof = 0.05, C_miss = 1, C_fa = 10). NaN without
+    both sides."""
+    norm = _dcf_norm(p_target, c_miss, c_fa)
+    miss, false_alarm, _ = det_curve(is_positive, scores)
+    if len(miss) == 0:
+        return float("nan")
+    return float(np.min(c_miss * p_target * miss + c_fa * (1.0 - p_target) * false_alarm) / norm)
+
+
+def bayes_threshold(p_target: float = DCF_P_TARGET, c_miss: float = DCF_C_MISS, c_fa: float = DCF_C_FA) -> float:
+    """The log-likelihood-ratio threshold of the Bayes decision: `log(c_fa (1 - p_target) / (c_miss p_target))`
+    (ASVspoof 5's `-log(beta)`; -0.642 with its parameters)."""
+    _dcf_norm(p_target, c_miss, c_fa)
+    return float(np.log(c_fa * (1.0 - p_target) / (c_miss * p_target)))
+
+
+def act_dcf(is_positive, llrs, p_target: float = DCF_P_TARGET, c_miss: float = DCF_C_MISS,
+            c_fa: float = DCF_C_FA) -> float:
+    """Normalised actual detection cost of log-likelihood-ratio scores (positive class over negative): the
+    cost of deciding at the Bayes threshold (`bayes_threshold`; accept when llr >= it), normalised as
+    `min_dcf`. It counts miscalibration that `min_dcf` does not. NaN without both sides."""
+    norm = _dcf_norm(p_target, c_miss, c_fa)
+    is_positive, llrs = _binary_scores(is_positive, llrs)
+    if is_positive.all() or not is_positive.any():
+        return float("nan")
+    threshold = bayes_threshold(p_target, c_miss, c_fa)
+    p_miss = np.mean(llrs[is_positive] < threshold)
+    p_fa = np.mean(llrs[~is_positive] >= threshold)
+    return float((c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa) / norm)
+
+
+def cllr(is_positive, llrs) -> float:
+    """Log-likelihood-ratio cost in bits: `(mean log2(1 + e^-llr) over positives + mean log2(1 + e^llr) over
+    negatives) / 2`. 0 for perfect calibrated scores, 1 for a system that always says llr = 0. NaN without
+    both sides."""
+    is_positive, llrs = _binary_scores(is_positive, llrs)
+    if is_positive.all() or not is_positive.any():
+        return float("nan")
+    positive = np.mean(np.logaddexp(0.0, -llrs[is_positive]))
+    negative = np.mean(np.logaddexp(0.0, llrs[~is_positive]))
+    return float((positive + negative) / (2.0 * np.log(2.0)))
+
+
+def llr_from_posterior(p_positive, prior: float = 0.5, eps: float = 1e-7) -> np.ndarray:
+    """Log-likelihood ratios from posteriors of the positive class: `logit(p) - logit(prior)`, where `prior` is
+    the positive share the model was trained with (0.5 for class-balanced training); `p` is clipped to
+    [eps, 1 - eps] so a posterior of exactly 0 or 1 gives a finite ratio."""
+    p = np.clip(np.asarray(p_positive, dtype=np.float64), eps, 1.0 - eps)
+    return np.log(p) - np.log1p(-p) - (np.log(prior) - np.log1p(-prior))
+
+
+def detection_costs(is_positive, scores, llrs=None) -> dict:
+    """The ASVspoof 5 figures of one score set: `eer`, `min_dcf` (of `scores`), and with `llrs` `act_dcf` and
+    `cllr`, at the challenge's parameters."""
+    out = {"eer": equal_error_rate(is_positive, scores)[0], "min_dcf": min_dcf(is_positive, scores)}
+    if llrs is not None:
+        out.update(act_dcf=act_dcf(is_positive, llrs), cllr=cllr(is_positive, llrs))
+    return out
+
+
+# ---- open-set confidence ----------------------------------------------------------------------------------
+def confidence_scores(probs, score: str = "maxprob", known=None) -> np.ndarray:
+    """Per-row confidence of `[n, C]` probabilities (higher = more confident; NaN rows stay NaN).
+
+    `known` (column indices, default all) restricts the score to those classes: `maxprob` is their top
+    probability, `energy` the logsumexp of their zero-mean logits `log p - mean(log p)` (over all columns).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    known = slice(None) if known is None else list(known)
+    if score == "maxprob":
+        return probs[:, known].max(axis=1)
+    if score == "energy":
+        log_p = np.log(np.clip(probs, _PROB_FLOOR, 1.0))
+        return logsumexp(log_p[:, known], axis=1) - log_p.mean(axis=1)
+    raise ValueError(f"open-set score must be one of {list(OPEN_SET_SCORES)}. Received: score={score!r}")
+
+
+def known_columns(classes, unknown_class: str | None) -> list[int]:
+    """Indices of the known classes: every class but `unknown_class`."""
+    return [i for i, name in enumerate(classes) if name != unknown_class]

@@ -27,16 +27,21 @@ import numpy as np
 import pandas as pd
 
 from voxtrace.config import ATTRIBUTION_CLASSES, DETECTION_CLASSES
+from voxtrace.data.datasets.common import CONDITION_COLUMNS
 from voxtrace.evaluation.metrics import (
     classification_scores,
+    confidence_scores,
+    det_curve,
     detection_auroc,
+    detection_costs,
     equal_error_rate,
     fpr_at_tpr,
+    known_columns,
     label_indices,
     label_scores,
+    llr_from_posterior,
     per_class_report,
 )
-from voxtrace.inference.open_set import confidence_scores, known_columns
 from voxtrace.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 LABEL_COLUMNS = ("algorithm", "label", "class_id", "class", "class_name")
@@ -121,6 +126,7 @@ def evaluate_frames(pred: pd.DataFrame, labels: pd.DataFrame, classes, metadata:
         scores.update(label_scores(y_true, y_pred, classes))  # the written labels (e.g. after open-set rejection)
     else:
         scores = {**label_scores(y_true, y_pred, classes), "auc": float("nan")}
+    tables = {}
     report = {
         "classes": classes,
         "n_predictions": int(len(pred)),
@@ -133,15 +139,19 @@ def evaluate_frames(pred: pd.DataFrame, labels: pd.DataFrame, classes, metadata:
         "missing_predictions": {"count": len(no_pred), "examples": no_pred[:_EXAMPLES]},
         **scores,
     }
+    detection = None  # (is bona fide, bona fide probability, its log-likelihood ratio) for the detect task
     if classes == list(DETECTION_CLASSES) and have_probs:
         bonafide = classes.index("bonafide")
-        report["eer"], report["eer_threshold"] = equal_error_rate(y_true == bonafide, probs[:, bonafide])
+        detection = (y_true == bonafide, probs[:, bonafide], llr_from_posterior(probs[:, bonafide]))
+        report["eer"], report["eer_threshold"] = equal_error_rate(detection[0], detection[1])
+        report.update({k: v for k, v in detection_costs(*detection).items() if k != "eer"})
+        tables["det_curve"] = _det_table("bona fide vs spoof", detection[0], detection[1])
     per_class = per_class_report(y_true, y_pred, classes)
     report["per_class"] = {
         row["class"]: {k: row[k] for k in ("precision", "recall", "f1", "support")}
         for row in per_class.to_dict("records")
     }
-    tables = {"per_class": per_class}
+    tables["per_class"] = per_class
     meta = _track_metadata(metadata, joined["track"]) if metadata is not None else pd.DataFrame(index=joined.index)
     if "perturbations" in meta.columns:
         tables["per_perturbation"] = _per_perturbation(meta["perturbations"], y_true, y_pred, classes)
@@ -151,9 +161,46 @@ def evaluate_frames(pred: pd.DataFrame, labels: pd.DataFrame, classes, metadata:
         if per_voice is not None:
             tables["per_voice"] = per_voice
             report["per_voice"] = per_voice.set_index("voice").to_dict("index")
+    for column in [c for c in CONDITION_COLUMNS if c in meta.columns]:
+        table = per_condition(meta[column], y_true, y_pred, classes, detection)
+        tables[f"per_{column}"] = table
+        report[f"per_{column}"] = table.set_index(column).to_dict("index")
     if unknown_class is not None and unknown_class in classes:
         report["open_set"] = open_set_report(y_true, y_pred, probs, classes, unknown_class, meta, unknown_score)
+        if probs is not None:
+            score = unknown_score_values(probs, classes, unknown_class, unknown_score)
+            tables["det_curve"] = _det_table(f"unknown vs known ({unknown_score})", y_true == classes.index(
+                unknown_class), score)
     return report, tables, y_true, y_pred
+
+
+def per_condition(values: pd.Series, y_true, y_pred, classes, detection=None) -> pd.DataFrame:
+    """Scores per value of one condition column (attack, system, codec, ...): n, accuracy, macro-F1, and for the
+    detect task (`detection` = (is bona fide, score, llr)) EER and minDCF.
+
+    A value whose clips are all spoof (an attack) is scored against every bona fide clip, as ASVspoof reports
+    per-attack EERs; a value holding both classes (a codec, a channel) is scored on its own clips.
+    """
+    name = values.name
+    values = values.astype(object).where(values.notna(), None).to_numpy()
+    rows = []
+    for value in sorted({v for v in values if v is not None and str(v).strip() != ""}, key=str):
+        mask = values == value
+        row = {name: value, "n": int(mask.sum()), **label_scores(y_true[mask], y_pred[mask], classes)}
+        if detection is not None:
+            is_bona, score, _ = detection
+            scored = mask if is_bona[mask].any() else mask | is_bona
+            row["eer"] = equal_error_rate(is_bona[scored], score[scored])[0]
+            row["min_dcf"] = detection_costs(is_bona[scored], score[scored])["min_dcf"]
+        rows.append(row)
+    columns = [name, "n", "acc", "precision", "recall", "f1"] + (["eer", "min_dcf"] if detection is not None else [])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _det_table(name: str, is_positive, scores) -> pd.DataFrame:
+    """One DET curve as rows (curve, threshold, miss_rate, false_alarm_rate)."""
+    miss, false_alarm, thresholds = det_curve(is_positive, scores)
+    return pd.DataFrame({"curve": name, "threshold": thresholds, "miss_rate": miss, "false_alarm_rate": false_alarm})
 
 
 def _track_metadata(metadata: pd.DataFrame, tracks: pd.Series) -> pd.DataFrame:
@@ -237,9 +284,22 @@ def open_set_report(y_true, y_pred, probs, classes, unknown_class: str, meta: pd
     else:
         score = unknown_score_values(probs, classes, unknown_class, unknown_score)
         out.update(score=unknown_score, auroc=detection_auroc(is_unknown, score),
-                   fpr_at_95_tpr=fpr_at_tpr(is_unknown, score, 0.95))
+                   fpr_at_95_tpr=fpr_at_tpr(is_unknown, score, 0.95), eer=equal_error_rate(is_unknown, score)[0])
+    out.update(_known_scores(y_true, y_pred, probs, classes, u))
     out["notes"] = notes
     return out
+
+
+def _known_scores(y_true, y_pred, probs, classes, u: int) -> dict:
+    """Closed-set accuracy and macro-F1 on the clips of known classes: the top known class when the
+    probabilities are there (what a source-tracing protocol scores on in-distribution systems), else the
+    written prediction."""
+    known = y_true != u
+    if probs is not None:
+        columns = [i for i in range(len(classes)) if i != u]
+        y_pred = np.asarray(columns)[np.asarray(probs)[:, columns].argmax(axis=1)] if len(probs) else y_pred
+    scores = label_scores(y_true[known], np.asarray(y_pred)[known], classes)
+    return {"known_acc": scores["acc"], "known_f1": scores["f1"]}
 
 
 def _recall(caught: np.ndarray, mask: np.ndarray) -> dict:
@@ -249,7 +309,7 @@ def _recall(caught: np.ndarray, mask: np.ndarray) -> dict:
 
 def format_report(report: dict) -> str:
     """The report as Markdown: headline numbers, per-class table, open-set figures and breakdowns."""
-    keys = [k for k in ("acc", "precision", "recall", "f1", "auc", "eer") if k in report]
+    keys = [k for k in ("acc", "precision", "recall", "f1", "auc", "eer", "min_dcf", "act_dcf", "cllr") if k in report]
     lines = [
         _md_table(keys, [[report[k] for k in keys]]),
         "",
@@ -269,17 +329,29 @@ def format_report(report: dict) -> str:
         if key in report:
             rows = [[name, int(r["n"]), r["acc"], r["f1"]] for name, r in report[key].items()]
             lines += ["", _md_table([title, "n", "acc", "macro-F1"], rows)]
+    for column in CONDITION_COLUMNS:
+        if f"per_{column}" in report:
+            section = report[f"per_{column}"]
+            extra = [k for k in ("eer", "min_dcf") if any(k in r for r in section.values())]
+            rows = [[name, int(r["n"]), r["acc"], r["f1"], *(r[k] for k in extra)] for name, r in section.items()]
+            lines += ["", _md_table([column, "n", "acc", "macro-F1", *extra], rows)]
+    if "min_dcf" in report:
+        lines += ["", "minDCF / actDCF at ASVspoof 5's parameters (pi_spoof 0.05, C_miss 1, C_fa 10); actDCF and "
+                  "CLLR of the log-odds of the bona fide probability (a log-likelihood ratio for class-balanced "
+                  "training). Per-attack EERs score the attack's clips against every bona fide clip."]
     return "\n".join(lines)
 
 
 def _format_open_set(section: dict) -> list[str]:
     lines = [f"open set ({section['unknown_class']}: {section['n_unknown']} clips, known: {section['n_known']})", ""]
-    titles = {"unknown_precision": "unknown precision", "unknown_recall": "unknown recall",
-              "unknown_f1": "unknown F1", "auroc": "AUROC", "fpr_at_95_tpr": "FPR@95TPR"}
+    titles = {"known_acc": "known acc", "known_f1": "known macro-F1", "unknown_precision": "unknown precision",
+              "unknown_recall": "unknown recall", "unknown_f1": "unknown F1", "auroc": "AUROC",
+              "fpr_at_95_tpr": "FPR@95TPR", "eer": "EER"}
     keys = [k for k in titles if k in section]
     lines.append(_md_table([titles[k] for k in keys], [[section[k] for k in keys]]))
     if "auroc" in section:
-        lines += ["", f"AUROC and FPR@95TPR of the {section['score']} score; true unknowns are the positives."]
+        lines += ["", f"AUROC, FPR@95TPR and EER of the {section['score']} score; true unknowns are the positives. "
+                  "Known acc / macro-F1: the top known class on the clips of known classes (closed set)."]
     groups = [("origin", section.get("unknown_recall_by_origin", {})),
               ("engine", section.get("unknown_recall_by_engine", {}))]
     rows = [[f"{kind}: {name}", r["n"], r["recall"]] for kind, group in groups for name, r in group.items()]
@@ -302,30 +374,52 @@ def _md_table(header: list[str], rows: list[list]) -> str:
 
 def evaluate_files(pred_csv, labels_csv, metadata=None, out_dir=None, classes=None, title=None,
                    unknown_class: str | None = "unknown", unknown_score: str = "unknown_prob") -> dict:
-    """Evaluate `pred_csv` against `labels_csv`; writes report.json, report.md, per_class.csv,
-    [per_perturbation.csv, per_voice.csv] and confusion_matrix.png into `out_dir` (default: beside the
-    prediction CSV) and returns the report (see `evaluate_frames`)."""
-    from voxtrace.evaluation.plots import plot_confusion_matrix
+    """Evaluate `pred_csv` against `labels_csv` (a CSV path, or a `DataFrame[track, label]`); writes
+    report.json, report.md, per_class.csv, [per_perturbation.csv, per_voice.csv, per_<condition>.csv,
+    det_curve.csv + det_curve.png] and confusion_matrix.png into `out_dir` (default: beside the prediction
+    CSV) and returns the report (see `evaluate_frames`). `metadata` is a CSV path or a DataFrame with `track`."""
+    from voxtrace.evaluation.plots import plot_confusion_matrix, plot_det_curves
 
     pred = read_predictions(pred_csv)
-    labels = read_labels(labels_csv)
+    from_frame = isinstance(labels_csv, pd.DataFrame)
+    labels = labels_csv.assign(track=labels_csv["track"].astype(str)) if from_frame else read_labels(labels_csv)
+    labels_name = labels_csv.attrs.get("name", "labels") if from_frame else Path(labels_csv).name
     classes = list(classes) if classes else infer_classes(pred, labels["label"])
-    meta = pd.read_csv(metadata) if metadata else None
+    meta = metadata if isinstance(metadata, pd.DataFrame) or metadata is None else pd.read_csv(metadata)
     if meta is not None and "track" not in meta.columns:
         raise ValueError(f"metadata CSV {metadata} has no `track` column. Received: {list(meta.columns)}")
     report, tables, y_true, y_pred = evaluate_frames(pred, labels, classes, meta, unknown_class, unknown_score)
-    report = {"pred": str(pred_csv), "labels": str(labels_csv), **report}
+    report = {"pred": str(pred_csv), "labels": str(labels_csv) if not from_frame else labels_name, **report}
     out_dir = Path(out_dir) if out_dir else Path(pred_csv).parent
     for name, table in tables.items():
         atomic_write_csv(out_dir / f"{name}.csv", table)
     plot_confusion_matrix(y_true, y_pred, classes, out_dir / "confusion_matrix.png",
                           title=title or f"{Path(pred_csv).name} (n={len(y_true)})")
-    outputs = [*(f"{n}.csv" for n in tables), "confusion_matrix.png", "report.json", "report.md"]
+    plots = ["confusion_matrix.png"]
+    if "det_curve" in tables and len(tables["det_curve"]):
+        plot_det_curves(tables["det_curve"], out_dir / "det_curve.png", title=f"{Path(pred_csv).name}: DET")
+        plots.append("det_curve.png")
+    outputs = [*(f"{n}.csv" for n in tables), *plots, "report.json", "report.md"]
     report["outputs"] = sorted(str(out_dir / f) for f in outputs)
-    atomic_write_text(out_dir / "report.md", f"# {Path(pred_csv).name} against {Path(labels_csv).name}\n\n"
+    atomic_write_text(out_dir / "report.md", f"# {Path(pred_csv).name} against {labels_name}\n\n"
                       + format_report(report) + "\n")
     atomic_write_json(out_dir / "report.json", _json_safe(report))
     return report
+
+
+def evaluate_split(pred_csv, cfg, split: str = "eval", out_dir=None, unknown_score: str = "unknown_prob") -> dict:
+    """Evaluate `pred_csv` against the labels of `cfg`'s data set for `split`, read by its reader: the
+    protocol's conditions (attack, system, codec, ...) give the per-condition tables."""
+    from voxtrace.data.manifest import read_manifest
+
+    frame = read_manifest(cfg, split, conditions=True)
+    frame = frame[frame["label"].notna()].reset_index(drop=True)
+    if frame.empty:
+        raise ValueError(f"data.dataset={cfg.data.dataset!r} split {split!r} has no labelled files")
+    labels = frame[["track", "label"]].copy()
+    labels.attrs["name"] = f"{cfg.data.dataset} {split}"
+    return evaluate_files(pred_csv, labels, metadata=frame.drop(columns=["path", "label"]), out_dir=out_dir,
+                          classes=cfg.classes, unknown_class=cfg.unknown_class, unknown_score=unknown_score)
 
 
 def _json_safe(obj):
