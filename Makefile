@@ -37,3 +37,10 @@ test: install
 
 test-all: install
 	VOXTRACE_NO_SKIPS=1 $(PYTHON) -m pytest -q
+
+# bona fide vs spoof on the demo corpus (built first when absent): train the CNN and the frozen Whisper member,
+# weight them and fit the decision threshold on leave-voice-out out-of-fold scores, predict and evaluate the
+# cross-corpus parts 4 and 5: runs/demo-detect/results.md
+.PHONY: demo-detect
+demo-detect: .install-demo.stamp
+	$(PYTHON) -m voxtrace.detect_demo --out runs/demo-detect
