@@ -8,6 +8,7 @@ import keras
 import librosa
 import numpy as np
 import pytest
+import pywt
 import tensorflow as tf
 
 from voxtrace.config import Config, ConfigError
@@ -21,7 +22,7 @@ from voxtrace.features import (
     WaveletPacket,
     build_frontend,
 )
-from voxtrace.features.frontends import WAVELET_FILTERS, mel_filterbank
+from voxtrace.features.frontends import WAVELETS, mel_filterbank
 from voxtrace.features.plots import plot_spec_batch
 
 SR = 16000
@@ -178,12 +179,26 @@ def test_every_frontend_survives_save_and_safe_load(kind, tmp_path):
     assert restored.get_config() == layer.get_config()
 
 
-def test_wavelet_packets_are_orthonormal_and_frequency_ordered():
-    for name, low in WAVELET_FILTERS.items():
-        low = np.asarray(low)
-        assert abs(low.sum() - np.sqrt(2)) < 1e-9, name
-        for shift in range(0, len(low), 2):
-            assert abs(np.dot(low[shift:], low[: len(low) - shift]) - (shift == 0)) < 1e-9, name
+@pytest.mark.parametrize("wavelet", WAVELETS)
+def test_wavelet_packets_equal_pywavelets_in_frequency_order(wavelet):
+    x = np.random.default_rng(3).normal(0, 0.1, (2, 2048)).astype(np.float32)
+    level = 4
+    packets = WaveletPacket(SR, (32, 32), wavelet=wavelet, level=level).packets(x).numpy()
+    for sample, ours in zip(x, packets):
+        tree = pywt.WaveletPacket(sample.astype(np.float64), wavelet, mode="periodization", maxlevel=level)
+        ref = np.stack([node.data for node in tree.get_level(level, order="freq")])
+        assert ours.shape == ref.shape == (16, 128)
+        np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_wavelet_packets_of_short_signals_wrap_like_pywavelets():
+    x = np.random.default_rng(4).normal(0, 0.1, (1, 32)).astype(np.float32)  # last level: 2 samples, 8 taps
+    ours = WaveletPacket(SR, (32, 32), wavelet="db4", level=4).packets(x).numpy()[0]
+    tree = pywt.WaveletPacket(x[0].astype(np.float64), "db4", mode="periodization", maxlevel=4)
+    np.testing.assert_allclose(ours, np.stack([n.data for n in tree.get_level(4, order="freq")]), atol=1e-5)
+
+
+def test_wavelet_packets_keep_energy_and_order_tones_by_frequency():
     t = np.arange(16384) / SR
     for freq in (700.0, 3100.0, 6300.0):
         tone = np.sin(2 * np.pi * freq * t).astype(np.float32)
@@ -192,6 +207,11 @@ def test_wavelet_packets_are_orthonormal_and_frequency_ordered():
             assert packets.shape == (32, 512)
             np.testing.assert_allclose((packets**2).sum(), (tone**2).sum(), rtol=1e-4)
             assert np.argmax((packets**2).sum(axis=1)) == int(freq / (SR / 2) * 32)
+
+
+def test_wavelet_packet_refuses_an_unknown_wavelet():
+    with pytest.raises(ValueError, match="sym5"):
+        WaveletPacket(SR, (32, 32), wavelet="sym5")
 
 
 def test_cepstral_frontends_are_dct_of_log_filterbank():

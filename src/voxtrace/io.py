@@ -12,18 +12,31 @@ import secrets
 from pathlib import Path
 
 
+class WriteError(OSError):
+    """Writing an output failed: `filename` is the output's path (never its temporary file), `strerror` why."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside `path`; on success it is renamed over `path`, on error removed."""
+    """Yield a temporary path beside `path`; on success it is renamed over `path`, on error removed.
+
+    An `OSError` of the output, its folder or its temporary file is raised again as a `WriteError` naming
+    `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _create_temp(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _create_temp(path)
+    except OSError as err:
+        raise WriteError(err.errno, err.strerror or str(err), str(path)) from err
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, WriteError) and err.filename in (None, tmp, str(tmp)):
+            raise WriteError(err.errno, err.strerror or str(err), str(path)) from err
         raise
 
 

@@ -7,6 +7,9 @@ so the two are compared side by side.
 
 from __future__ import annotations
 
+import functools
+
+import librosa
 import numpy as np
 import scipy.fft
 from joblib import Parallel, delayed
@@ -22,33 +25,34 @@ N_FFT = 512
 HOP = 160
 N_FILTERS = 40
 N_CEPS = 20
+DELTA_WIDTH = 3  # regression deltas over one frame each side: (c[t+1] - c[t-1]) / 2
 
 
-def _triangular_filterbank(edges_hz: np.ndarray, sample_rate: int) -> np.ndarray:
+@functools.lru_cache(maxsize=4)
+def filterbanks(sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalised triangular filterbanks [N_FILTERS, N_FFT // 2 + 1]: HTK mel (librosa) and linear bands.
+
+    The linear bands are written here rather than taken from `voxtrace.features`, which would load
+    TensorFlow into every feature-extraction worker.
+    """
+    mel = librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=N_FILTERS, fmin=0.0, htk=True, norm=None)
+    edges = np.linspace(0.0, sample_rate / 2, N_FILTERS + 2)
     bins = np.fft.rfftfreq(N_FFT, 1.0 / sample_rate)
-    bank = np.zeros((len(edges_hz) - 2, len(bins)), np.float32)
-    for i, (lo, mid, hi) in enumerate(zip(edges_hz[:-2], edges_hz[1:-1], edges_hz[2:])):
-        bank[i] = np.clip(np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)), 0, None)
-    return bank
-
-
-def _mel_edges(sample_rate: int) -> np.ndarray:
-    mel = np.linspace(0, 2595 * np.log10(1 + (sample_rate / 2) / 700), N_FILTERS + 2)
-    return 700 * (10 ** (mel / 2595) - 1)
+    linear = np.stack([np.interp(bins, edges[i : i + 3], [0.0, 1.0, 0.0]) for i in range(N_FILTERS)])
+    return mel, linear
 
 
 def cepstral_statistics(wave: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
     """Mean and std of MFCC, LFCC and their deltas over time: one fixed-length vector per clip."""
     if len(wave) < N_FFT:
         wave = np.pad(wave, (0, N_FFT - len(wave)))
-    frames = np.lib.stride_tricks.sliding_window_view(wave, N_FFT)[::HOP] * np.hanning(N_FFT)
-    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
+    power = np.abs(librosa.stft(wave, n_fft=N_FFT, hop_length=HOP, window=np.hanning(N_FFT), center=False)) ** 2
     stats = []
-    for edges in (_mel_edges(sample_rate), np.linspace(0, sample_rate / 2, N_FILTERS + 2)):
-        energies = power @ _triangular_filterbank(edges, sample_rate).T
-        ceps = scipy.fft.dct(np.log(energies + 1e-10), type=2, norm="ortho", axis=-1)[:, :N_CEPS]
-        delta = np.diff(ceps, axis=0) if len(ceps) > 1 else np.zeros_like(ceps)
-        stats += [ceps.mean(0), ceps.std(0), delta.mean(0), delta.std(0)]
+    for bank in filterbanks(sample_rate):
+        log_energies = np.log(bank @ power + 1e-10)  # [N_FILTERS, frames]
+        ceps = scipy.fft.dct(log_energies, type=2, norm="ortho", axis=0)[:N_CEPS]
+        delta = librosa.feature.delta(ceps, width=DELTA_WIDTH, axis=-1, mode="nearest")
+        stats += [ceps.mean(1), ceps.std(1), delta.mean(1), delta.std(1)]
     return np.concatenate(stats).astype(np.float32)
 
 

@@ -14,23 +14,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-NORMALIZATIONS = ("standard", "minmax", None)
-WINDOWS = ("hann", "hamming")
+# The `wavelet` front-end's wavelets (orthogonal: the packets keep the signal's energy); PyWavelets has the filters.
+from voxtrace.vocabulary import FEATURE_NORMS, WAVELETS
+from voxtrace.vocabulary import STFT_WINDOWS as WINDOWS
+
+NORMALIZATIONS = FEATURE_NORMS + (None,)  # None: the dB image as it is
 _AMIN = 1e-10
-
-# Orthonormal Daubechies scaling (decomposition low-pass) filters, sum = sqrt(2).
-_SQRT3 = math.sqrt(3.0)
-WAVELET_FILTERS = {
-    "haar": [1 / math.sqrt(2.0), 1 / math.sqrt(2.0)],
-    "db1": [1 / math.sqrt(2.0), 1 / math.sqrt(2.0)],
-    "db2": [(1 + _SQRT3) / (4 * math.sqrt(2.0)), (3 + _SQRT3) / (4 * math.sqrt(2.0)),
-            (3 - _SQRT3) / (4 * math.sqrt(2.0)), (1 - _SQRT3) / (4 * math.sqrt(2.0))],
-    "db3": [0.3326705529500826, 0.8068915093110925, 0.4598775021184915,
-            -0.1350110200102545, -0.0854412738820267, 0.0352262918857095],
-    "db4": [0.2303778133088964, 0.7148465705529154, 0.6308807679298587, -0.0279837694168599,
-            -0.1870348117190931, 0.0308413818355607, 0.0328830116668852, -0.0105974017850690],
-}
-
 
 # ---- filterbanks (numpy, computed once per layer) ------------------------------------------------------
 def hz_to_mel(freqs):
@@ -314,24 +303,27 @@ class LFCC(_CepstralFrontend):
 class WaveletPacket(Frontend):
     """Wavelet-packet decomposition to `level`: 2**level frequency-ordered packets over time, in dB.
 
-    Each level splits every packet into a low-pass and a high-pass half (periodic extension, stride 2);
-    the children of a high-pass node swap places so the packets come out in frequency (Gray-code) order.
+    Each level splits every packet into a low-pass and a high-pass half with PyWavelets' analysis filters
+    (`pywt.Wavelet(name).dec_lo / dec_hi`, periodic extension, stride 2), so the packets equal
+    `pywt.WaveletPacket(x, wavelet, mode="periodization").get_level(level, order="freq")`: the children of a
+    high-pass node swap places, giving frequency (Gray-code) order.
     The image is 20 log10 |c| relative to the per-sample maximum, floored `top_db` below it.
     """
 
     def __init__(self, sample_rate=16000, img_size=(128, 384), wavelet="haar", level=7, top_db=80.0,
                  normalize="standard", **kwargs):
+        import pywt
+
         super().__init__(sample_rate=sample_rate, img_size=img_size, normalize=normalize, **kwargs)
-        if wavelet not in WAVELET_FILTERS:
-            raise ValueError(f"wavelet must be one of {sorted(WAVELET_FILTERS)}. Received: wavelet={wavelet!r}")
+        if wavelet not in WAVELETS:
+            raise ValueError(f"wavelet must be one of {list(WAVELETS)}. Received: wavelet={wavelet!r}")
         if not 1 <= int(level) <= 14:
             raise ValueError(f"level must be within [1, 14]. Received: level={level!r}")
         self.wavelet, self.level = wavelet, int(level)
         self.top_db = None if top_db is None else float(top_db)
-        low = np.asarray(WAVELET_FILTERS[wavelet], dtype=np.float64)
-        high = ((-1.0) ** np.arange(low.size)) * low[::-1]
-        # conv1d kernel [taps, in=1, out=2]: (low, high) analysis filters (correlation, as tf.nn.conv1d computes).
-        self._kernel = np.stack([low[::-1], high[::-1]], axis=-1)[:, None, :].astype(np.float32)
+        filters = pywt.Wavelet(wavelet)
+        # conv1d kernel [taps, in=1, out=2]: tf.nn.conv1d correlates, so the filters are reversed to convolve.
+        self._kernel = np.stack([filters.dec_lo[::-1], filters.dec_hi[::-1]], axis=-1)[:, None, :].astype(np.float32)
 
     def packets(self, x):
         """Frequency-ordered packet coefficients [B, 2**level, N / 2**level] (N zero-padded to a multiple)."""
@@ -343,11 +335,12 @@ class WaveletPacket(Frontend):
         padded = -(-num_samples // step) * step
         nodes = tf.pad(x, [[0, 0], [0, padded - num_samples]])[:, tf.newaxis, :]  # [B, 1, N]
         kernel = tf.constant(self._kernel)
-        taps = self._kernel.shape[0]
+        half = self._kernel.shape[0] // 2 - 1  # periodic samples each side: output k is centred as in pywt
         for depth in range(self.level):
             count, length = 2**depth, padded // 2**depth
             flat = tf.reshape(nodes, [-1, length, 1])
-            flat = tf.concat([flat, flat[:, : taps - 2]], axis=1) if taps > 2 else flat  # periodic extension
+            if half:  # periodic extension, wrapping as often as a short packet needs
+                flat = tf.gather(flat, np.arange(-half, length + half) % length, axis=1)
             out = tf.nn.conv1d(flat, kernel, stride=2, padding="VALID")  # [B*count, length/2, 2]
             out = tf.reshape(out, [-1, count, length // 2, 2])
             swap = tf.constant(np.arange(count) % 2 == 1)[None, :, None, None]  # high-pass parents flip order

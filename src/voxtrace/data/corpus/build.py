@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import multiprocessing
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -55,6 +55,8 @@ from voxtrace.data.corpus.sentences import sentence_list
 from voxtrace.data.corpus.vocoders import HELD_OUT_VOCODERS, TRAIN_VOCODERS, VOCODER_PACKAGES, VOCODERS, available_vocoders
 from voxtrace.data.perturb import HELD_OUT_CODECS, HELD_OUT_IMPAIRMENTS, TRAIN_CODECS, TRAIN_ROOMS, apply_channels
 from voxtrace.io import atomic_write_csv, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 MIN_S, MAX_S = 2.0, 6.0
@@ -174,8 +176,8 @@ def _installed_vocoders() -> dict[str, list[str]]:
     """
     held_out = available_vocoders(HELD_OUT_VOCODERS)
     for name in sorted(set(HELD_OUT_VOCODERS) - set(held_out)):
-        warnings.warn(f"vocoder {name} is not available (install {VOCODER_PACKAGES[name]}); eval_part3 uses "
-                      f"{held_out or 'human speech only'}")
+        log.warning("vocoder %s is not available (install %s); eval_part3 uses %s", name, VOCODER_PACKAGES[name],
+                    held_out or "human speech only")
     train = list(TRAIN_VOCODERS)
     return {"train": train, "eval_part1": train, "eval_part2": train, "eval_part3": held_out}
 
