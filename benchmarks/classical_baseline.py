@@ -27,7 +27,7 @@ from voxtrace.data.audio import find_audio_files
 from voxtrace.data.manifest import read_manifest
 from voxtrace.evaluation.reports import evaluate_files
 from voxtrace.inference.submission import prediction_frame, write_predictions
-from voxtrace.pipeline import BASELINE, check_targets, format_targets
+from voxtrace.recipes.demo import BASELINE, check_targets, format_targets
 
 PARTS = EVAL_PARTS
 

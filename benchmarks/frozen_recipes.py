@@ -35,7 +35,7 @@ from voxtrace.data.manifest import read_manifest
 from voxtrace.evaluation.metrics import label_indices, label_scores
 from voxtrace.inference.open_set import apply_open_set, calibrate_threshold
 from voxtrace.io import atomic_write_text
-from voxtrace.pipeline import unknown_shares
+from voxtrace.recipes.demo import unknown_shares
 from voxtrace.training import frozen
 from voxtrace.training.folds import assign_folds
 

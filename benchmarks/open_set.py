@@ -19,12 +19,15 @@ lowest FPR@95TPR; R below 1 means BEST flags fewer known clips than maxprob whil
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from voxtrace.inference.checkpoints import discover_runs
-from voxtrace.inference.open_set import checkpoint_features, compare_open_set_scores, fit_embedding_reference
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from open_set_scores import checkpoint_features, compare_open_set_scores, fit_embedding_reference  # noqa: E402
 
 COLUMNS = ["score", "auroc", "fpr_at_95_tpr", "unknown_f1", "unknown_recall", "known_kept"]
 

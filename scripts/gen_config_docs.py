@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from voxtrace import config as config_module
-from voxtrace.config import Config
+from voxtrace.config import CHOICES, Config
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELD_COMMENT = re.compile(r"^\s+(\w+):.*?#\s*(.+)$")
@@ -56,6 +56,9 @@ def config_markdown() -> str:
                 continue
             shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
             meaning = comments.get(f.name, "").replace("|", "\\|")
+            key = f.name if name == "(top level)" else f"{name}.{f.name}"
+            if key in CHOICES:  # the allowed values, from voxtrace.vocabulary
+                meaning = (meaning + "; " if meaning else "") + "one of " + ", ".join(f"`{v}`" for v in CHOICES[key])
             lines.append(f"| `{f.name}` | `{shown}` | {meaning} |")
         lines.append("")
     return "\n".join(lines)

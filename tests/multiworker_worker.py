@@ -6,6 +6,9 @@
     python tests/multiworker_worker.py mirrored OUT
         trains the same tiny model with the default strategy and with MirroredStrategy over two logical CPU
         devices and writes OUT/default.npz, OUT/mirrored.npz and their logs.
+    python tests/multiworker_worker.py single OUT
+        trains the same tiny model in this one process with the default strategy (the same global batch of
+        BATCH examples per step) and writes OUT/single.npz and OUT/single.json.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def save(out, name, weights, logs):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["multiworker", "mirrored"])
+    parser.add_argument("mode", choices=["multiworker", "mirrored", "single"])
     parser.add_argument("out")
     parser.add_argument("--task-index", type=int, default=0)
     parser.add_argument("--ports", default="")
@@ -90,6 +93,12 @@ def main(argv=None) -> int:
         return 0
 
     import tensorflow as tf
+
+    if args.mode == "single":
+        weights, logs = train(tf.distribute.get_strategy())
+        logs["replicas"] = 1
+        save(args.out, "single", weights, logs)
+        return 0
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

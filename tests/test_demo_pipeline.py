@@ -25,7 +25,7 @@ from voxtrace import cli
 from voxtrace.config import Config
 from voxtrace.data.corpus.build import LABEL_FILES
 from voxtrace.data.corpus.engines import missing_programs
-from voxtrace.pipeline import load_results
+from voxtrace.recipes.demo import load_results
 
 REPO = Path(__file__).resolve().parents[1]
 PER_CLASS = 5
@@ -357,7 +357,7 @@ def test_rerun_skips_every_finished_stage(demo):
 
 def test_each_model_of_the_ensemble_may_have_its_own_config(tmp_path):
     from voxtrace.commands.demo import DEFAULT_MODELS
-    from voxtrace.pipeline import DemoPlan
+    from voxtrace.recipes.demo import DemoPlan
 
     main = REPO / "configs" / "demo.yaml"
     plan = DemoPlan(cfg_path=main, models=["cnn4", f"whisper_tiny_en={REPO / 'configs' / 'demo-whisper.yaml'}"],

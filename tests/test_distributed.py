@@ -50,7 +50,11 @@ def test_mirrored_two_cpu_replicas_match_default_strategy(tmp_path):
     np.testing.assert_allclose(logs["val_f1"], reference["val_f1"], rtol=1e-5)
 
 
-def test_two_workers_train_together_to_identical_weights(tmp_path):
+def test_two_workers_train_together_to_the_single_process_weights(tmp_path):
+    """Two workers of one global batch end with the weights and losses of one process trained on that batch."""
+    single = subprocess.run([sys.executable, str(WORKER), "single", str(tmp_path)], env=_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
     ports = ",".join(str(p) for p in _free_ports(2))
     procs = [
         subprocess.Popen([sys.executable, str(WORKER), "multiworker", str(tmp_path), "--task-index", str(i),
@@ -73,3 +77,10 @@ def test_two_workers_train_together_to_identical_weights(tmp_path):
     assert len(w0) == len(w1) == 4
     for a, b in zip(w0, w1):
         np.testing.assert_array_equal(a, b)
+
+    reference = json.loads((tmp_path / "single.json").read_text())
+    assert reference["loss"][1] < reference["loss"][0]  # it trained
+    np.testing.assert_allclose(logs[0]["loss"], reference["loss"], rtol=1e-5)
+    np.testing.assert_allclose(logs[0]["val_f1"], reference["val_f1"], rtol=1e-5)
+    for a, b in zip(w0, _weights(tmp_path / "single.npz")):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -216,3 +216,46 @@ def test_bad_head_and_state_options_name_their_key():
     assert select_states("all", 4) == [0, 1, 2, 3, 4] and select_states([-1, 2], 4) == [2, 4]
     with pytest.raises(ValueError, match="states"):
         select_states([7], 4)
+
+
+def test_fold_head_checkpoints_are_the_heads_behind_the_out_of_fold_scores(tmp_path):
+    """`model.head.save=folds`: one checkpoint per fold, each scoring like a logistic regression (scikit-learn)
+    fitted on the other folds' mean clip features, and reproducing its held-out fold's rows of csv/oof.csv; the
+    all-data checkpoint of an earlier run in the same folder is removed, so `predict` averages the folds only."""
+    from fixtures_training import make_tone_noise_corpus, tone_noise_overrides
+
+    from voxtrace.config import ConfigError
+    from voxtrace.inference.predictor import predict_files
+    from voxtrace.training.trainer import train
+
+    corpus = make_tone_noise_corpus(tmp_path / "corpus", clips_per_class=8)
+    overrides = tone_noise_overrides(corpus, tmp_path / "run", epochs=1) + [
+        "model.head.kind=logistic", "model.head.c=0.05", "audio.window_agg=geometric",
+        f"model.head.cache_dir={tmp_path / 'cache'}"]
+    all_data = train(Config.load(None, overrides))
+    assert [p.rsplit("/", 1)[1] for p in all_data["checkpoints"]] == ["model.keras"]
+    cfg = Config.load(None, overrides + ["model.head.save=folds"])
+    result = train(cfg)
+    run_dir = tmp_path / "run" / cfg.run_name
+    assert sorted(p.name for p in (run_dir / "ckpt").glob("*.keras")) == ["fold-0.keras", "fold-1.keras",
+                                                                          "fold-2.keras"]
+    assert sorted(result["checkpoints"]) == sorted(str(p) for p in (run_dir / "ckpt").glob("*.keras"))
+
+    oof = pd.read_csv(run_dir / "csv" / "oof.csv")
+    model = keras.saving.load_model(run_dir / "ckpt" / "fold-0.keras")
+    extractor = keras.Model(model.inputs, model.get_layer("head_norm").input)
+    features, _ = frozen.extract_features(cfg, extractor, list(oof["path"]), progress=False)
+    clip_x = np.stack([features[(p, 0)].mean(axis=0) for p in oof["path"]])
+    labels = oof["label"].map(["tone", "noise"].index).to_numpy()
+    for fold in range(3):
+        held = (oof["fold"] == fold).to_numpy()
+        checkpoint = keras.saving.load_model(run_dir / "ckpt" / f"fold-{fold}.keras")
+        probs, errors = predict_files(checkpoint, cfg, list(oof["path"][held]), progress=False)
+        assert not errors
+        np.testing.assert_allclose(probs, oof.loc[held, ["tone", "noise"]].to_numpy(), atol=1e-4)
+        scaler = StandardScaler().fit(clip_x[~held])
+        reference = LogisticRegression(C=0.05, max_iter=2000).fit(scaler.transform(clip_x[~held]), labels[~held])
+        np.testing.assert_allclose(probs, reference.predict_proba(scaler.transform(clip_x[held])), atol=1e-4)
+
+    with pytest.raises(ConfigError, match="model.head.save"):
+        train(Config.load(None, overrides + ["model.head.save=best"]))

@@ -12,7 +12,8 @@ from fixtures_inference import DURATION, save_run, tiny_cfg, write_bad_files, wr
 from voxtrace.data.audio import load_audio
 from voxtrace.inference.checkpoints import discover_runs
 from voxtrace.inference.ensemble import Aggregator, Ensemble, aggregate, parse_weights
-from voxtrace.inference.open_set import apply_open_set, calibrate_threshold, confidence_scores, load_or_calibrate
+from voxtrace.evaluation.metrics import confidence_scores
+from voxtrace.inference.open_set import apply_open_set, calibrate_threshold, load_or_calibrate
 from voxtrace.inference.windows import frame_windows
 from voxtrace.inference.predictor import predict_files
 from voxtrace.inference.pseudo import read_pseudo_csv, select_pseudo_labels

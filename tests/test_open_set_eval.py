@@ -14,15 +14,29 @@ from voxtrace.cli import main
 from voxtrace.config import ATTRIBUTION_CLASSES, Config
 from voxtrace.evaluation.metrics import detection_auroc, fpr_at_tpr
 from voxtrace.evaluation.reports import evaluate_files
-from voxtrace.inference.open_set import (
-    calibrate_rejection,
-    checkpoint_features,
-    compare_open_set_scores,
-    fit_embedding_reference,
-    knn_confidence,
-    mahalanobis_confidence,
-    open_set_confidences,
-)
+
+def _benchmark_module(name: str):
+    """A module of benchmarks/, loaded from its file."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_scores = _benchmark_module("open_set_scores")
+calibrate_rejection = _scores.calibrate_rejection
+checkpoint_features = _scores.checkpoint_features
+compare_open_set_scores = _scores.compare_open_set_scores
+fit_embedding_reference = _scores.fit_embedding_reference
+knn_confidence = _scores.knn_confidence
+mahalanobis_confidence = _scores.mahalanobis_confidence
+open_set_confidences = _scores.open_set_confidences
 
 CLASSES = list(ATTRIBUTION_CLASSES)  # espeak clustergen diphone hts vits unknown
 U = CLASSES.index("unknown")
@@ -269,15 +283,9 @@ def test_checkpoint_features_are_the_penultimate_layer(tmp_path):
 
 
 def test_open_set_benchmark_on_a_tiny_corpus(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
     from voxtrace.models import build_classifier
 
-    spec = importlib.util.spec_from_file_location(
-        "open_set_benchmark", Path(__file__).parents[1] / "benchmarks" / "open_set.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = _benchmark_module("open_set")
     cfg = Config.from_dict({"model": {"name": "cnn4", "num_features": 8}, "features": {"img_size": [32, 64]},
                             "audio": {"duration": 0.25}, "infer": {"batch_size": 8}})
     run = tmp_path / "runs" / "cnn4-32x64"

@@ -4,6 +4,7 @@ and flag / config errors."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,8 +130,8 @@ def test_all_data_with_pseudo_labels(tmp_path, corpus):
 
 
 def test_separable_toy_task_is_learnt(tmp_path):
-    """Pure tones vs white noise, 24 clips, 3 folds: the out-of-fold predictions (every clip held out once) are
-    far above the 50 % of chance."""
+    """Pure tones vs white noise, 24 clips, 3 folds: the out-of-fold predictions (every clip held out once) get
+    at most one clip wrong, against the 50 % of chance."""
     corpus = make_tone_noise_corpus(tmp_path / "corpus", clips_per_class=12)
     out = tmp_path / "runs"
     flags = [flag for item in tone_noise_overrides(corpus, out, epochs=3) for flag in ("--set", item)]
@@ -139,7 +140,7 @@ def test_separable_toy_task_is_learnt(tmp_path):
     assert len(oof) == 24 and set(oof["fold"]) == {0, 1, 2}
     predicted = np.where(oof["tone"] > oof["noise"], "tone", "noise")
     accuracy = float((predicted == oof["label"]).mean())
-    assert accuracy >= 0.9, oof
+    assert accuracy >= 23 / 24, oof  # measured 23 or 24 of 24 (runs differ: threads, no train.deterministic)
 
 
 def _state_epochs(path: Path):
@@ -185,6 +186,8 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, corpus):
 
         stdout = _train(tmp_path, flags + ["--resume"])
         assert f"{done} epochs done" in stdout
+        ran = [int(k) for k in re.findall(r"^Epoch (\d+)/3$", stdout, flags=re.MULTILINE)]
+        assert ran == list(range(done + 1, 4)), ran  # only the epochs left, not a restart
         history = pd.read_csv(out / RUN_NAME / "csv" / "history_fold-0.csv")
         assert list(history["epoch"]) == [0, 1, 2]
         assert _state_epochs(state) == 3

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -146,6 +147,62 @@ def test_agc_clips_backbone_gradients_but_not_the_classifier():
         np.testing.assert_allclose(v.numpy(), b - keras.ops.convert_to_numpy(g), rtol=1e-4, atol=1e-6)
 
 
+def test_each_clips_weight_scales_its_share_of_the_gradient():
+    """One SGD step of a softmax layer on a weighted batch is the hand-derived update
+    `W -= lr * X^T ((p - y) * w) / B`: a clip of weight 0 moves nothing, one of weight 2 twice as much."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="classifier")(inputs))
+    kernel, bias = (v.numpy().astype("float64") for v in model.trainable_variables)
+    x = np.array([[1.0, -0.5, 0.2], [0.3, 0.8, -1.0], [-0.7, 0.1, 0.4], [0.5, 0.5, 0.5]], "float32")
+    y = np.eye(2, dtype="float32")[[0, 1, 1, 0]]
+    w = np.array([1.0, 0.0, 2.0, 0.5], "float32")
+    logits = x @ kernel + bias
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    delta = (p - y) * w[:, None] / len(x)  # d(sum_i w_i CE_i / B) / d logits
+    lr = 0.5
+    loop = TrainLoop(model, keras.optimizers.SGD(lr), get_loss(cfg_with(loss="CCE", label_smoothing=0.0)),
+                     tf.distribute.get_strategy())
+    loop.fit(tf.data.Dataset.from_tensors((x, y, w)), epochs=1, steps_per_epoch=1, verbose=0)
+    np.testing.assert_allclose(model.trainable_variables[0].numpy(), kernel - lr * x.T @ delta, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.trainable_variables[1].numpy(), bias - lr * delta.sum(0), rtol=1e-5, atol=1e-6)
+
+
+def _noise_recall_with_pseudo_weight(tmp_path, weight):
+    """Train cnn4 on labelled tones plus pseudo-labelled noise clips of loss weight `weight` (all data, 16 steps);
+    returns the noise probability the checkpoint gives each noise clip."""
+    from fixtures_training import make_tone_noise_corpus, tone_noise_overrides
+    from voxtrace.inference.predictor import predict_files
+    from voxtrace.training.trainer import train
+
+    corpus = pd.read_csv(make_tone_noise_corpus(tmp_path / "corpus", clips_per_class=8))
+    labelled, pseudo = tmp_path / "labelled.csv", tmp_path / "pseudo.csv"
+    corpus[corpus["label"] == "tone"].to_csv(labelled, index=False)
+    noise = list(corpus.loc[corpus["label"] == "noise", "path"])
+    pd.DataFrame({"path": noise, "tone": 0.0, "noise": 1.0}).to_csv(pseudo, index=False)
+    cfg = Config.load(None, tone_noise_overrides(labelled, tmp_path / "run", epochs=2) + [
+        "data.all_data=true", f"data.pseudo_csv={pseudo}", f"data.pseudo_weight={weight}", "augment.enabled=false",
+        "train.steps_per_epoch=8", "train.lr_max=0.001", "train.lr_min=0.001",
+        "model.bn_momentum=0.9"])  # BatchNorm's moving statistics settle within the 16 steps
+    result = train(cfg)
+    trained = pd.read_csv(Path(result["run_dir"]) / "csv" / "train_all.csv")
+    np.testing.assert_allclose(trained.loc[trained["source"] == "pseudo", "weight"], weight)
+    model = keras.saving.load_model(result["checkpoints"][0], safe_mode=True)
+    probs, errors = predict_files(model, cfg, noise, progress=False)
+    assert not errors
+    return probs[:, cfg.classes.index("noise")]
+
+
+def test_a_class_whose_clips_all_weigh_zero_is_not_learnt(tmp_path):
+    """Pseudo-labelled noise clips at weight 1 teach the class (the control); at weight 0 the same run never
+    calls a noise clip noise: every clip's weight multiplies its loss."""
+    learnt = _noise_recall_with_pseudo_weight(tmp_path / "one", 1.0)
+    assert (learnt > 0.5).all(), learnt
+    ignored = _noise_recall_with_pseudo_weight(tmp_path / "zero", 0.0)
+    assert (ignored < 0.5).all(), ignored
+
+
 # ---- folds -----------------------------------------------------------------------------------------------
 def test_folds_keep_groups_together_and_stratify():
     rng = np.random.default_rng(0)
@@ -254,7 +311,33 @@ def test_resume_after_epoch_one_ends_with_the_uninterrupted_weights(tmp_path, mo
             train(config("resumed"))
     with np.load(state_file("resumed")) as data:
         assert json.loads(str(data["meta"]))["epochs_done"] == 1
-    resumed = train(config("resumed"), resume=True)
+
+    # Count the steps the resumed run takes: a run restarted from scratch ends with the same weights here
+    # (every stream is deterministic), but it starts at step 0 and takes all 6.
+    steps, fits = [], []
+    make_train_function, fit = TrainLoop._make_train_function, TrainLoop.fit
+
+    def counting_train_function(self):
+        step = make_train_function(self)
+
+        def counted(iterator):
+            steps.append(int(self.optimizer.iterations.numpy()))
+            return step(iterator)
+
+        return counted
+
+    def recording_fit(self, *args, **kwargs):
+        start = int(self.optimizer.iterations.numpy())
+        history = fit(self, *args, **kwargs)
+        fits.append((start, int(self.optimizer.iterations.numpy())))
+        return history
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainLoop, "_make_train_function", counting_train_function)
+        patch.setattr(TrainLoop, "fit", recording_fit)
+        resumed = train(config("resumed"), resume=True)
+    assert fits == [(3, 6)]  # restored after the 3 steps of epoch 1, then exactly the 3 of epoch 2
+    assert steps == [3, 4, 5]
 
     full, again = _state_arrays(state_file("full")), _state_arrays(state_file("resumed"))
     assert full.keys() == again.keys() and any(k.startswith("optimizer_") for k in full)

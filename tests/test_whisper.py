@@ -16,7 +16,7 @@ from voxtrace.config import Config
 from voxtrace.data.audio import load_audio
 from voxtrace.models import PretrainError, build_classifier, create_model, get_entry
 from voxtrace.models.whisper import MeanStdPooling1D, WhisperLogMel, sinusoids
-from voxtrace.models.whisper_weights import installed_whisper_weights, read_ctranslate2
+from voxtrace.models.whisper import installed_whisper_weights, read_ctranslate2
 
 SMALL = {"width": 64, "num_layers": 3, "num_heads": 4}  # random-init encoders for the fast tests
 
@@ -76,12 +76,13 @@ def test_encoder_matches_ctranslate2_on_speech(speech, tiny_en_file):
     frames = encoder(speech[None, :, None]).numpy()[0]
     error = np.abs(frames - expected)
     print(f"max abs error {error.max():.2e}, relative to max |reference| {error.max() / np.abs(expected).max():.2e}")
-    # Both run float32 on the same float16 weights: far below float16's resolution (~1e-3 at 1).
-    assert error.max() < 1e-3 and np.isfinite(frames).all()
+    # Both run float32 on the same float16 weights, each from its own log-mel front-end: 1.2e-5 measured on
+    # outputs that reach 11, so 1e-4 leaves room for other CPUs' float32 summation orders and nothing more.
+    assert error.max() < 1e-4 and np.isfinite(frames).all()
 
-    pooled = backbone(speech[None, :, None]).numpy()[0]
+    pooled = backbone(speech[None, :, None]).numpy()[0]  # measured: 2e-6 (mean), 1e-6 (standard deviation)
     np.testing.assert_allclose(pooled[:384], expected.mean(axis=0), atol=1e-4)
-    np.testing.assert_allclose(pooled[384:], np.sqrt(expected.var(axis=0) + 1e-5), atol=1e-3)
+    np.testing.assert_allclose(pooled[384:], np.sqrt(expected.var(axis=0) + 1e-5), atol=1e-4)
 
 
 def test_ctranslate2_reader_positions_are_whisper_sinusoids(tiny_en_file):
@@ -164,7 +165,7 @@ def test_weights_errors_name_the_file_and_shapes(tiny_en_file, tmp_path, monkeyp
         create_model("whisper_tiny_en", (8000, 1), pretrain=str(bad_safetensors))
     with pytest.raises(PretrainError, match=r"Whisper weights file not found: .*missing\.bin"):
         create_model("whisper_tiny_en", (8000, 1), pretrain=str(tmp_path / "missing.bin"))
-    with pytest.raises(PretrainError, match=r"cnn4 is not a Whisper backbone"):
+    with pytest.raises(PretrainError, match=r"cnn4 takes no model.pretrain='whisper' \(its sources: null, a weights file\)"):
         create_model("cnn4", (32, 64), pretrain="whisper")
 
     import importlib.util

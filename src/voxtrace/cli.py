@@ -8,9 +8,16 @@ reference's scripts and the console script share one parser.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import logging
 import os
 import sys
+
+from voxtrace.io import WriteError
+
+# Errors that only writing can raise.
+WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 COMMANDS = {
     "corpus": "build the demo attribution corpus from real speech engines and recordings",
@@ -36,18 +43,62 @@ def _parser_for(verb: str, prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging() -> None:
+    """Library modules log through `logging.getLogger(__name__)`: voxtrace's records from INFO up, other
+    libraries' from WARNING up, one line each on stderr. Commands print their results to stdout."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("voxtrace").setLevel(logging.INFO)
+
+
+def os_error_line(verb: str, err: OSError) -> str:
+    """One line for an `OSError`: `voxtrace VERB: cannot read|write PATH: REASON` when it names a file.
+
+    Outputs are written through `voxtrace.io`, whose failures are `WriteError`s; an error that no output
+    raised, and no full disk or read-only file system, came from reading.
+    """
+    if err.filename is None:
+        return f"voxtrace {verb}: error: {err}"
+    writing = isinstance(err, WriteError) or err.errno in WRITE_ERRNOS
+    return f"voxtrace {verb}: cannot {'write' if writing else 'read'} {err.filename}: {err.strerror or err}"
+
+
 def _run(verb: str, args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from voxtrace.config import ConfigError
 
+    configure_logging()
     try:
         return int(_module(verb).run(args) or 0)
     except ConfigError as err:
         print(f"voxtrace {verb}: config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as err:
+    except OSError as err:
+        print(os_error_line(verb, err), file=sys.stderr)
+        return 2
+    except ValueError as err:
         print(f"voxtrace {verb}: error: {err}", file=sys.stderr)
         return 2
+
+
+def command_args(verb: str, **values) -> argparse.Namespace:
+    """The arguments of command `verb` as its parser would give them: its defaults, updated with `values`
+    (keyed by destination, e.g. `model_dir`); refuses a key the command does not have or a required one left
+    out, so a program runs a command as a function call, with no command line to build."""
+    parser = _parser_for(verb)
+    actions = [a for a in parser._actions if a.dest != "help"]
+    unknown = set(values) - {a.dest for a in actions}
+    missing = [a.dest for a in actions if a.required and a.dest not in values]
+    if unknown or missing:
+        raise TypeError(f"voxtrace {verb}: unknown arguments {sorted(unknown)}, missing required {missing}")
+    defaults = {}
+    for action in actions:  # the first action of a destination gives its default, as argparse does
+        defaults.setdefault(action.dest, action.default)
+    return argparse.Namespace(**{**defaults, **values})
+
+
+def run_command(verb: str, **values) -> int:
+    """Run command `verb` with `command_args(verb, **values)`; returns its exit code."""
+    return _run(verb, command_args(verb, **values))
 
 
 def main_for(verb: str, argv: list[str] | None = None) -> int:

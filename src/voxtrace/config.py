@@ -19,10 +19,23 @@ from pathlib import Path
 
 import yaml
 
+from voxtrace import vocabulary as vocab
+from voxtrace.vocabulary import BALANCE_MODES, FROZEN_HEADS
+
 ATTRIBUTION_CLASSES = ["espeak", "clustergen", "diphone", "hts", "vits", "unknown"]
 DETECTION_CLASSES = ["bonafide", "spoof"]
-FROZEN_HEADS = ("logistic", "mlp", "knn")  # fitted on a frozen backbone's cached features
-HEAD_KINDS = ("dense",) + FROZEN_HEADS  # dense: the reference's Dense(selu) + softmax, trained end to end
+
+# The closed choices of the config: dotted key -> allowed values (`voxtrace.vocabulary`), read by `validate`
+# and by the generated docs/config.md.
+CHOICES = {
+    "task": vocab.TASKS, "data.dataset": vocab.DATASETS, "data.attribute_by": vocab.ATTRIBUTE_BY,
+    "audio.pad_mode": vocab.PAD_MODES, "audio.crop_mode": vocab.CROP_MODES, "audio.window_agg": vocab.AGGREGATIONS,
+    "features.kind": vocab.FEATURE_KINDS, "features.window": vocab.STFT_WINDOWS, "features.norm": vocab.FEATURE_NORMS,
+    "features.wavelet": vocab.WAVELETS, "model.head.kind": vocab.HEAD_KINDS, "train.loss": vocab.LOSSES,
+    "train.optimizer": vocab.OPTIMIZERS, "train.scheduler": vocab.SCHEDULERS, "train.strategy": vocab.STRATEGIES,
+    "train.monitor": vocab.MONITORS, "infer.agg": vocab.AGGREGATIONS, "infer.open_set.score": vocab.OPEN_SET_SCORES,
+    "infer.decision.rule": vocab.DECISION_RULES,
+}
 
 
 class ConfigError(ValueError):
@@ -30,10 +43,22 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class ExternalData:
+    """spcup22: the reference's external corpora (PATHS.json LJ_DATA_DIR, VCTK_DATA_DIR, LIBRI_DATA_DIR,
+    SYNTHETIC_DATA_DIR), added to training as the unknown class."""
+
+    lj: bool = False  # LJSpeech (one speaker)
+    vctk: bool = False  # VCTK (speaker folders p225/ ...)
+    libri: bool = False  # LibriSpeech (speaker/chapter/ folders)
+    synthetic: bool = False  # the reference's synthetic set (other generators)
+    max_files: int | None = None  # at most this many files per source, drawn round-robin over its speakers
+
+
+@dataclass
 class DataConfig:
     """Where the training data lives and how it is split into folds."""
 
-    dataset: str = "demo"  # demo | spcup22 | asvspoof19 | folder | csv
+    dataset: str = "demo"  # the data set reader (voxtrace.data.manifest)
     root: str = "data/demo"  # a folder, a CSV file, or a key of PATHS.json
     paths_json: str = "PATHS.json"
     folds: int = 5
@@ -42,8 +67,11 @@ class DataConfig:
     pseudo_csv: str | None = None
     pseudo_weight: float = 1.0  # sample weight of pseudo-labelled clips
     pseudo_parts: list[int] = field(default_factory=list)  # train on these parts of the pseudo CSV; empty: all
-    balance: bool = False  # sample bona fide and spoof equally (detect task)
+    balance: bool | str = False  # classes equal in the loss: weights (inverse frequency) | resample (repeat the rarer) | undersample (true); false: as read
     max_files: int | None = None  # cap per class, for debugging
+    external: ExternalData = field(default_factory=ExternalData)
+    attribute_by: str = "model_name"  # mlaad: the class of a clip, model_name or architecture
+    protocols: str | None = None  # mlaad: folder of the source-tracing train/dev/eval.csv (or a PATHS.json key)
 
 
 @dataclass
@@ -52,17 +80,17 @@ class AudioConfig:
 
     sample_rate: int = 16000
     duration: float = 6.0  # seconds seen by the model
-    pad_mode: str = "constant"  # constant | reflect | random  (how short clips are padded)
-    crop_mode: str = "random"  # random | center | start  (how long clips are cropped in training)
+    pad_mode: str = "constant"  # how short clips are padded
+    crop_mode: str = "random"  # how long clips are cropped in training
     window_hop: float = 0.5  # inference windows overlap by this fraction of `duration`
-    window_agg: str = "mean"  # mean | geometric | max  (how window scores of a long file are merged)
+    window_agg: str = "mean"  # how window scores of a long file are merged (geometric: softmax of mean logits)
 
 
 @dataclass
 class FeatureConfig:
     """The front-end: a Keras layer inside the model that maps waveforms to a 3-channel image."""
 
-    kind: str = "logmel"  # logmel | stft | mfcc | lfcc | wavelet | raw (waveform as is, for raw-waveform backbones)
+    kind: str = "logmel"  # the time-frequency image; raw: the waveform as is, for raw-waveform backbones
     img_size: list[int] = field(default_factory=lambda: [128, 384])  # H (frequency bins) x W (frames)
     n_fft: int = 2048
     win_length: int = 2048
@@ -74,7 +102,7 @@ class FeatureConfig:
     wavelet: str = "haar"
     wavelet_level: int = 7
     normalize: bool = True
-    norm: str = "standard"  # standard | minmax: per-sample image normalization used when `normalize` is true
+    norm: str = "standard"  # per-sample image normalization used when `normalize` is true
 
 
 @dataclass
@@ -119,7 +147,7 @@ class HeadConfig:
     the backbone; `logistic`, `mlp` and `knn` are fitted in seconds on the cached features of a frozen backbone
     (`voxtrace.training.frozen`, `voxtrace.models.heads`)."""
 
-    kind: str = "dense"  # dense | logistic | mlp | knn
+    kind: str = "dense"  # dense: trained end to end; logistic, mlp, knn: fitted on frozen, cached features
     c: float = 1.0  # logistic: inverse L2 strength (scikit-learn's C) on standardised features
     hidden: int = 256  # mlp: hidden width
     dropout: float = 0.2  # mlp: dropout before the output layer
@@ -129,6 +157,7 @@ class HeadConfig:
     augment_draws: int = 0  # frozen heads: augmented copies (the `augment` section) of each training clip, beside it
     known_only: bool = False  # fit on the known classes only; `unknown` then comes from open-set rejection
     cache_dir: str | None = None  # where frozen features are cached (default: OUTPUT_DIR/feature_cache)
+    save: str = "all"  # frozen heads' checkpoints: all (ckpt/model.keras, fitted on every clip) | folds (ckpt/fold-K.keras: the heads of the OOF scores)
 
 
 @dataclass
@@ -136,7 +165,7 @@ class ModelConfig:
     """The backbone (a name from `voxtrace.models.list_models()`) and the head on top of it."""
 
     name: str = "EfficientNetB0"
-    pretrain: str | None = None  # null (scratch) | imagenet | imagenet21k | path to a weights file
+    pretrain: str | None = None  # null (scratch), a tag of voxtrace.vocabulary.PRETRAIN_TAGS (imagenet, imagenet21k, whisper) or a weights file
     num_features: int = 64  # Dense(num_features, selu) before the classifier, as the reference
     dropout: float = 0.0
     freeze_bn: bool = False
@@ -153,21 +182,21 @@ class TrainConfig:
     epochs: int = 25
     batch_size: int = 64  # global batch size
     steps_per_epoch: int | None = None  # default: one pass over the training files
-    loss: str = "CCE"  # CCE | BCE | Focal
+    loss: str = "CCE"
     label_smoothing: float = 0.05
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25
-    optimizer: str = "Adam"  # Adam | AdamW | SGD | RectifiedAdam
+    optimizer: str = "Adam"
     weight_decay: float = 1e-4
     agc_clip: float | None = None  # adaptive gradient clipping factor (NFNets use 0.01)
-    scheduler: str = "exp"  # exp | cosine | step | constant
+    scheduler: str = "exp"
     lr_max: float = 1.15e-6  # multiplied by batch_size, as the reference
     lr_min: float = 0.95e-6  # multiplied by batch_size
     lr_start: float = 1e-7  # multiplied by batch_size
     lr_ramp_ep: int = 5
     lr_sus_ep: int = 0
     lr_decay: float = 0.8
-    strategy: str = "auto"  # auto | cpu | gpu | mirrored | multiworker | tpu
+    strategy: str = "auto"  # tf.distribute strategy; auto: a TPU, several workers (TF_CONFIG), several GPUs or one device
     mixed_precision: bool = True  # used only where the device supports it
     tta: int = 1  # test-time augmentation passes for out-of-fold scores
     monitor: str = "val_f1"
@@ -182,8 +211,17 @@ class OpenSetConfig:
     """Reject low-confidence clips to `unknown_class` (calibrated on out-of-fold scores)."""
 
     enabled: bool = False
-    score: str = "maxprob"  # maxprob | energy
+    score: str = "maxprob"  # the confidence score compared with the threshold
     target_tpr: float = 0.95  # keep this fraction of correctly attributed known clips
+
+
+@dataclass
+class DecisionConfig:
+    """Detection: how a clip's label follows from its positive-class score (`voxtrace.inference.decision`)."""
+
+    rule: str = "argmax"  # argmax: top class; eer: threshold at the out-of-fold EER point; far: at target_far
+    target_far: float = 0.01  # far: share of positive-class (spoof) out-of-fold clips allowed below the threshold
+    positive: str = "spoof"  # the class whose probability is the score
 
 
 @dataclass
@@ -192,8 +230,9 @@ class InferConfig:
 
     batch_size: int | None = None  # default: picked to fit memory
     tta: int = 1
-    agg: str = "mean"  # mean | geometric | max
+    agg: str = "mean"  # how folds and models are merged
     open_set: OpenSetConfig = field(default_factory=OpenSetConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
     pseudo_threshold: float = 0.6  # keep pseudo-labels whose top probability reaches this
     pseudo_cap_per_class: int | None = None  # at most this many per predicted class of each part (infer path)
 
@@ -202,7 +241,7 @@ class InferConfig:
 class Config:
     """The whole experiment."""
 
-    task: str = "attribute"  # attribute | detect
+    task: str = "attribute"  # attribute: which generator; detect: bona fide or spoof
     classes: list[str] = field(default_factory=lambda: list(ATTRIBUTION_CLASSES))
     unknown_class: str | None = "unknown"
     seed: int = 42
@@ -262,16 +301,21 @@ class Config:
 
     @property
     def run_name(self) -> str:
-        """`{model}-{H}x{W}`: the per-model folder under `output_dir`, as the reference."""
-        h, w = self.features.img_size
-        return f"{self.model.name}-{h}x{w}"
+        """The per-model folder under `output_dir`, named by what the model sees: `{model}-{H}x{W}` for image
+        models (as the reference), `{model}-{seconds}s` for waveform models (`features.kind: raw`), and
+        `-{head}` after it for a head fitted on frozen features (`model.head.kind` logistic, mlp, knn)."""
+        if self.features.kind == "raw":
+            name = f"{self.model.name}-{self.audio.duration:g}s"
+        else:
+            name = f"{self.model.name}-{self.features.img_size[0]}x{self.features.img_size[1]}"
+        return name + (f"-{self.model.head.kind}" if self.model.head.kind in FROZEN_HEADS else "")
 
     # ---- validation -----------------------------------------------------------------------------------
     def validate(self) -> None:
         """Refuse values out of range, naming the key and what is allowed."""
         _check_finite(self)
         _range("seed", self.seed, 0, MAX_SEED)
-        _choice("task", self.task, ["attribute", "detect"])
+        _choice("task", self.task)
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ConfigError(f"classes must be at least two distinct names. Received: classes={self.classes}")
         if self.unknown_class is not None and self.unknown_class not in self.classes:
@@ -279,7 +323,10 @@ class Config:
                 f"unknown_class={self.unknown_class!r} is not one of classes={self.classes} (or set it to null)"
             )
         d = self.data
-        _choice("data.dataset", d.dataset, ["demo", "spcup22", "asvspoof19", "folder", "csv"])
+        _choice("data.dataset", d.dataset)
+        _choice("data.attribute_by", d.attribute_by)
+        if d.external.max_files is not None:
+            _range("data.external.max_files", d.external.max_files, 1, None)
         _range("data.folds", d.folds, 2, None)
         if not d.selected_folds or len(set(d.selected_folds)) != len(d.selected_folds):
             raise ConfigError(f"data.selected_folds must name one or more distinct folds. "
@@ -288,6 +335,9 @@ class Config:
             if not 0 <= k < d.folds:
                 raise ConfigError(f"data.selected_folds: fold {k} is outside 0..{d.folds - 1} (data.folds={d.folds})")
         _range("data.pseudo_weight", d.pseudo_weight, 0.0, None)
+        if not isinstance(d.balance, bool) and d.balance not in BALANCE_MODES:
+            raise ConfigError(f"data.balance must be false, weights, resample or undersample (true: undersample). "
+                              f"Received: data.balance={d.balance!r}")
         if d.max_files is not None:
             _range("data.max_files", d.max_files, 1, None)
         for k, part in enumerate(d.pseudo_parts):
@@ -295,20 +345,20 @@ class Config:
         a = self.audio
         _range("audio.sample_rate", a.sample_rate, 8000, 192000)
         _range("audio.duration", a.duration, 0.1, 600.0)
-        _choice("audio.pad_mode", a.pad_mode, ["constant", "reflect", "random"])
-        _choice("audio.crop_mode", a.crop_mode, ["random", "center", "start"])
+        _choice("audio.pad_mode", a.pad_mode)
+        _choice("audio.crop_mode", a.crop_mode)
         _range("audio.window_hop", a.window_hop, 0.05, 1.0)
-        _choice("audio.window_agg", a.window_agg, ["mean", "geometric", "max"])
+        _choice("audio.window_agg", a.window_agg)
         f = self.features
         # raw: the waveform passes through unchanged, for raw-waveform backbones (rawnet2*, wav2vec_conv*)
-        _choice("features.kind", f.kind, ["logmel", "stft", "mfcc", "lfcc", "wavelet", "raw"])
+        _choice("features.kind", f.kind)
         if len(f.img_size) != 2:
             raise ConfigError(f"features.img_size must be [H, W]. Received: {f.img_size}")
         _range("features.img_size[0] (H)", f.img_size[0], 32, 4096)
         _range("features.img_size[1] (W)", f.img_size[1], 32, 8192)
         _range("features.n_fft", f.n_fft, 16, 65536)
         _range("features.win_length", f.win_length, 16, f.n_fft)
-        _choice("features.window", f.window, ["hann", "hamming"])
+        _choice("features.window", f.window)
         nyquist = a.sample_rate / 2
         _range("features.fmax", f.fmax, 1.0, nyquist)
         _range("features.fmin", f.fmin, 0.0, f.fmax)
@@ -316,8 +366,8 @@ class Config:
         _range("features.n_coeffs", f.n_coeffs, 2, 512)
         _range("features.wavelet_level", f.wavelet_level, 1, 14)
         # front-end layer constraints (voxtrace.features)
-        _choice("features.norm", f.norm, ["standard", "minmax"])
-        _choice("features.wavelet", f.wavelet, ["haar", "db1", "db2", "db3", "db4"])
+        _choice("features.norm", f.norm)
+        _choice("features.wavelet", f.wavelet)
         if f.kind in ("mfcc", "lfcc"):
             _range("features.n_coeffs", f.n_coeffs, 2, f.img_size[0])
         if f.kind == "wavelet" and 2**f.wavelet_level > self.num_samples:
@@ -344,7 +394,7 @@ class Config:
         if m.bn_momentum is not None:
             _range("model.bn_momentum", m.bn_momentum, 0.0, 0.9999)
         h = m.head
-        _choice("model.head.kind", h.kind, list(HEAD_KINDS))
+        _choice("model.head.kind", h.kind)
         _range("model.head.c", h.c, 1e-8, None)
         _range("model.head.hidden", h.hidden, 1, None)
         _range("model.head.dropout", h.dropout, 0.0, 0.99)
@@ -359,13 +409,13 @@ class Config:
         t = self.train
         _range("train.epochs", t.epochs, 1, None)
         _range("train.batch_size", t.batch_size, 1, None)
-        _choice("train.loss", t.loss, ["CCE", "BCE", "Focal"])
+        _choice("train.loss", t.loss)
         _range("train.label_smoothing", t.label_smoothing, 0.0, 0.5)
         _range("train.focal_gamma", t.focal_gamma, 0.0, None)
         _range("train.focal_alpha", t.focal_alpha, 0.0, 1.0)
         _range("train.weight_decay", t.weight_decay, 0.0, None)
-        _choice("train.optimizer", t.optimizer, ["Adam", "AdamW", "SGD", "RectifiedAdam"])
-        _choice("train.scheduler", t.scheduler, ["exp", "cosine", "step", "constant"])
+        _choice("train.optimizer", t.optimizer)
+        _choice("train.scheduler", t.scheduler)
         for name in ("lr_max", "lr_min", "lr_start"):
             _range(f"train.{name}", getattr(t, name), 0.0, 1.0)
         if t.lr_min > t.lr_max:
@@ -374,24 +424,29 @@ class Config:
         _range("train.lr_ramp_ep", t.lr_ramp_ep, 0, None)
         _range("train.lr_sus_ep", t.lr_sus_ep, 0, None)
         _range("train.lr_decay", t.lr_decay, 0.0, 1.0)
-        _choice("train.strategy", t.strategy, ["auto", "cpu", "gpu", "mirrored", "multiworker", "tpu"])
+        _choice("train.strategy", t.strategy)
         _range("train.tta", t.tta, 1, 64)
         # training loop (voxtrace.training)
         if t.agc_clip is not None:
             _range("train.agc_clip", t.agc_clip, 0.0, None)
         if t.steps_per_epoch is not None:
             _range("train.steps_per_epoch", t.steps_per_epoch, 1, None)
-        _choice("train.monitor", t.monitor, ["val_f1", "val_acc", "val_loss"])
+        _choice("train.monitor", t.monitor)
         _range("train.verbose", t.verbose, 0, 2)
         i = self.infer
         if i.batch_size is not None:
             _range("infer.batch_size", i.batch_size, 1, None)
-        _choice("infer.agg", i.agg, ["mean", "geometric", "max"])
+        _choice("infer.agg", i.agg)
         _range("infer.tta", i.tta, 1, 64)
-        _choice("infer.open_set.score", i.open_set.score, ["maxprob", "energy"])
+        _choice("infer.open_set.score", i.open_set.score)
         _range("infer.open_set.target_tpr", i.open_set.target_tpr, 0.0, 1.0)
         if i.open_set.enabled and self.unknown_class is None:
             raise ConfigError("infer.open_set.enabled needs unknown_class to name the class rejected clips get")
+        _choice("infer.decision.rule", i.decision.rule)
+        _range("infer.decision.target_far", i.decision.target_far, 0.0, 0.99)
+        if i.decision.rule != "argmax" and (self.num_classes != 2 or i.decision.positive not in self.classes):
+            raise ConfigError(f"infer.decision.rule={i.decision.rule!r} needs two classes, one of them "
+                              f"infer.decision.positive={i.decision.positive!r}. Received: classes={self.classes}")
         _range("infer.pseudo_threshold", i.pseudo_threshold, 0.0, 1.0)
         if i.pseudo_cap_per_class is not None:
             _range("infer.pseudo_cap_per_class", i.pseudo_cap_per_class, 1, None)
@@ -415,7 +470,8 @@ def _check_finite(section, prefix: str = "") -> None:
                 raise ConfigError(f"{name} must be a finite number, not NaN or infinity. Received: {name}={item!r}")
 
 
-def _choice(key, value, allowed):
+def _choice(key, value):
+    allowed = list(CHOICES[key])
     if value not in allowed:
         raise ConfigError(f"{key} must be one of {allowed}. Received: {key}={value!r}")
 
@@ -484,7 +540,12 @@ def _coerce(hint, value, key):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
+        for option in inner[:-1]:  # e.g. bool | str: the first type that takes the value
+            try:
+                return _coerce(option, value, key)
+            except ConfigError:
+                pass
+        return _coerce(inner[-1], value, key)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list. Received: {key}={value!r}")

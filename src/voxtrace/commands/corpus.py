@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from voxtrace.vocabulary import TASKS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="data/demo", help="corpus folder (default: data/demo)")
@@ -20,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="fixes sentences, speakers, voices and track names")
     parser.add_argument(
-        "--task", choices=["attribute", "detect"], default="attribute",
+        "--task", choices=TASKS, default="attribute",
         help="label files: generator class ids (attribute) or 0 bonafide / 1 spoof (detect)",
     )
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: all CPU cores)")

@@ -1,4 +1,4 @@
-"""`voxtrace demo`: the whole competition pipeline on the demo corpus (see voxtrace.pipeline)."""
+"""`voxtrace demo`: the whole competition pipeline on the demo corpus (see voxtrace.recipes.demo)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from voxtrace.pipeline import DemoPlan, run_demo
+    from voxtrace.recipes.demo import DemoPlan, run_demo
 
     cfg_path = Path(args.cfg)
     if not cfg_path.is_file():

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from voxtrace.vocabulary import EXPORT_FORMATS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--model-dir", required=True, help="folder with trained runs (*/ckpt/*.keras + cfg/config.yaml)")
-    add("--format", required=True, choices=["savedmodel", "tflite", "onnx"], help="export format")
+    add("--format", required=True, choices=EXPORT_FORMATS, help="export format")
     add("--out", default=None, help="output folder (default: MODEL_DIR/export/FORMAT)")
     add("--batch-size", type=int, default=1,
         help="fixed batch of TFLite / ONNX exports where a dynamic batch does not convert (default 1)")

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from voxtrace.vocabulary import AGGREGATIONS, OPEN_SET_SCORES
+
 DEFAULT_SAVE_EVERY = 256  # files scored between two appends to OUTPUT.partial
 
 
@@ -40,7 +42,7 @@ def add_arguments(parser) -> None:
                         help="add one probability column per class")
     parser.add_argument("--tta", type=int, default=None,
                         help="test-time augmentation passes, pass 0 deterministic (default: infer.tta, 1)")
-    parser.add_argument("--agg", choices=["mean", "geometric", "max"], default=None,
+    parser.add_argument("--agg", choices=AGGREGATIONS, default=None,
                         help="fold and model aggregation (default: infer.agg, mean)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="windows per batch (default: infer.batch_size, else picked by input size and free RAM)")
@@ -56,7 +58,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--open-set", dest="open_set", action="store_true", default=None,
                         help="attribute low-confidence clips to the unknown class (default: infer.open_set.enabled)")
     parser.add_argument("--no-open-set", dest="open_set", action="store_false", help="turn open-set rejection off")
-    parser.add_argument("--open-set-score", choices=["maxprob", "energy"], default=None,
+    parser.add_argument("--open-set-score", choices=OPEN_SET_SCORES, default=None,
                         help="confidence score (default: infer.open_set.score, maxprob)")
     parser.add_argument("--target-tpr", type=float, default=None,
                         help="fraction of correct known out-of-fold clips kept "

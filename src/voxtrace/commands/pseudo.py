@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from voxtrace.vocabulary import AGGREGATIONS
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model-dir", default=None, help="ensemble used for every --infer-path")
@@ -29,7 +31,7 @@ def add_arguments(parser) -> None:
                         help="at most K rows per predicted class of each part, most confident first (default: "
                              "infer.pseudo_cap_per_class, no cap)")
     parser.add_argument("--tta", type=int, default=None, help="test-time augmentation passes (default: infer.tta)")
-    parser.add_argument("--agg", choices=["mean", "geometric", "max"], default=None, help="default: infer.agg")
+    parser.add_argument("--agg", choices=AGGREGATIONS, default=None, help="default: infer.agg")
     parser.add_argument("--batch-size", type=int, default=None, help="default: picked to fit memory")
     parser.add_argument("--weights", nargs="+", default=None, metavar="NAME=W", help="per-model weights")
     parser.add_argument("--cfg", default=None, help="YAML whose `infer` section gives the defaults above")

@@ -10,6 +10,8 @@ import argparse
 import json
 import re
 
+from voxtrace.vocabulary import PRETRAIN_TAGS
+
 
 def _img_size(values: list[str]) -> list[int]:
     """`--img-size 128 384` or `--img-size 128x384`."""
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--all-data", nargs="?", type=int, const=1, default=None, metavar="0|1",
         help="train on every labelled file, no validation (saves ckpt/model.keras)")
     add("--selected-folds", nargs="+", type=int, default=None, metavar="K", help="folds to train")
-    add("--pretrain", default=None, help="null | imagenet | imagenet21k | path to a weights file")
+    add("--pretrain", default=None, help=f"null | {' | '.join(PRETRAIN_TAGS)} | path to a weights file")
     add("--resume", nargs="?", const="auto", default=None, metavar="STATE",
         help="continue from the last finished epoch (optionally: a state folder or .npz file)")
     add("--start-epoch", type=int, default=None, help="epoch to start from (overrides the resumed one)")

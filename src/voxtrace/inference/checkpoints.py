@@ -1,16 +1,15 @@
 """Find and load self-describing checkpoints: `RUN/ckpt/fold-K.keras` or `RUN/ckpt/model.keras`, with the
-resolved config in `RUN/cfg/config.yaml`. A model dir may hold one run or many, at any depth."""
+resolved config in `RUN/cfg/config.yaml` (`voxtrace.rundir.RunDir`). A model dir may hold one run or many, at
+any depth."""
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from voxtrace.config import Config
-
-_FOLD = re.compile(r"fold-?(\d+)$")
+from voxtrace.rundir import RunDir
 
 
 @dataclass
@@ -23,9 +22,14 @@ class ModelRun:
     checkpoints: list[Path] = field(default_factory=list)
 
     @property
+    def files(self) -> RunDir:
+        """The run folder's layout (out-of-fold scores, scores, plots)."""
+        return RunDir(self.run_dir)
+
+    @property
     def folds(self) -> list[int | None]:
         """Fold index of each checkpoint (None for an all-data `model.keras`)."""
-        return [int(m.group(1)) if (m := _FOLD.search(p.stem)) else None for p in self.checkpoints]
+        return [RunDir.fold_of(p) for p in self.checkpoints]
 
 
 def discover_runs(model_dir: str | os.PathLike) -> list[ModelRun]:
@@ -37,13 +41,10 @@ def discover_runs(model_dir: str | os.PathLike) -> list[ModelRun]:
     if not model_dir.exists():
         raise FileNotFoundError(f"model dir not found: {model_dir}")
     if model_dir.is_file():
-        found = [model_dir] if model_dir.suffix == ".keras" and model_dir.parent.name == "ckpt" else []
+        found = [model_dir] if RunDir.is_checkpoint(model_dir) else []
         root = model_dir.parent.parent.parent
     else:
-        found = sorted(
-            p for p in model_dir.rglob("*.keras")
-            if p.parent.name == "ckpt" and p.is_file() and not p.name.startswith(".")  # skip partial writes
-        )
+        found = sorted(p for p in model_dir.rglob("*.keras") if RunDir.is_checkpoint(p) and p.is_file())
         root = model_dir
     if not found:
         raise FileNotFoundError(f"no checkpoints (*/ckpt/*.keras) found under model dir {model_dir}")
@@ -52,7 +53,7 @@ def discover_runs(model_dir: str | os.PathLike) -> list[ModelRun]:
         by_run.setdefault(ckpt.parent.parent, []).append(ckpt)
     runs = []
     for run_dir, ckpts in sorted(by_run.items()):
-        cfg_path = run_dir / "cfg" / "config.yaml"
+        cfg_path = RunDir(run_dir).config
         if not cfg_path.is_file():
             raise FileNotFoundError(f"checkpoint {ckpts[0]} has no config beside it: expected {cfg_path}")
         name = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name

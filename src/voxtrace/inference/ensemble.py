@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from voxtrace.inference.checkpoints import ModelRun, discover_runs, load_checkpoint
+from voxtrace.vocabulary import AGGREGATIONS
 
-AGGREGATIONS = ("mean", "geometric", "max")
 _EPS = 1e-7
 
 

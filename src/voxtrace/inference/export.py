@@ -28,8 +28,8 @@ import numpy as np
 
 from voxtrace.inference.checkpoints import discover_runs, load_checkpoint
 from voxtrace.io import atomic_path, atomic_write_json
+from voxtrace.vocabulary import EXPORT_FORMATS as FORMATS
 
-FORMATS = ("savedmodel", "tflite", "onnx")
 FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
 INPUT_NAME = "waveform"
 ONNX_OPSET = 17

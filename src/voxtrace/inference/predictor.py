@@ -31,7 +31,6 @@ from voxtrace.inference.windows import file_rng, frame_windows, tta_windows, win
 
 # (min sqrt(H*W), batch size per device) as the reference picked them; bigger inputs get smaller batches
 _BATCH_BY_SIZE = ((768, 16), (640, 32), (0, 64))
-_HEAVY_BACKBONES = {"convnext": 16, "ECA_NFNet": 16, "EfficientNet": 32, "RegNet": 32, "ResNetRS": 32, "ResNest": 32}
 _ACTIVATION_FACTOR = 48  # rough peak activation bytes of a CNN per input-image byte, used to bound RAM
 MAX_DECODE_S = 600.0  # seconds of audio decoded at once; longer files are read span by span
 _EPS = 1e-12  # probability floor of the geometric window aggregate
@@ -59,13 +58,14 @@ def available_memory_bytes() -> int:
 
 
 def auto_batch_size(cfg, replicas: int | None = None) -> int:
-    """Batch size that fits memory: the reference's choice by input size and backbone, clamped by free RAM."""
+    """Batch size that fits memory: the reference's choice by input size and the backbone's `batch_hint`,
+    clamped by free RAM."""
+    from voxtrace.models import get_entry
+
     h, w = cfg.features.img_size
     side = float(np.sqrt(h * w))
     per_device = next(size for min_side, size in _BATCH_BY_SIZE if side >= min_side)
-    for key, size in _HEAVY_BACKBONES.items():
-        if key.lower() in cfg.model.name.lower():
-            per_device = min(per_device, size)
+    per_device = min(per_device, get_entry(cfg.model.name).batch_hint or per_device)
     if replicas is None:
         import tensorflow as tf
 

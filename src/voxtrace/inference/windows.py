@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-PAD_MODES = ("constant", "reflect", "random")
+from voxtrace.vocabulary import PAD_MODES
+
 
 
 def pad_window(x: np.ndarray, num_samples: int, pad_mode: str = "constant") -> np.ndarray:

@@ -12,8 +12,8 @@ return pooled vectors `[B, D]`; the head handles both.
 from voxtrace.models import applications, ast, nfnet, raw, resnest, resnet_rs, small, whisper  # noqa: F401  (register models)
 from voxtrace.models.classifier import build_classifier, classification_head, fix_batchnorm
 from voxtrace.models.nfnet import AGC_EXEMPT, adaptive_clip_gradients, is_agc_exempt
-from voxtrace.models.registry import create_model, get_entry, list_models, register_model
-from voxtrace.models.weights import PretrainError, load_weights_file
+from voxtrace.models.registry import PretrainError, create_model, get_entry, list_models, register_model
+from voxtrace.models.weights import load_weights_file
 
 __all__ = [
     "AGC_EXEMPT",

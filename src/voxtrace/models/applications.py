@@ -22,22 +22,23 @@ import kimm
 from voxtrace.models.registry import register_alias, register_model
 
 # name -> (keras.applications constructor, its built-in preprocessing: "switch" (can be turned off),
-# "rescale_255" (always divides by 255) or None)
+# "rescale_255" (always divides by 255) or None, inference batch hint per device or None)
 KERAS_APPLICATIONS = {
-    **{f"EfficientNetB{i}": (f"EfficientNetB{i}", "rescale_255") for i in range(8)},
-    **{f"EfficientNetV2{v}": (f"EfficientNetV2{v}", "switch") for v in ["B0", "B1", "B2", "B3", "S", "M", "L"]},
-    "ResNet50": ("ResNet50", None),
-    "ResNet101": ("ResNet101", None),
-    "ResNet152": ("ResNet152", None),
-    "MobileNetV3Small": ("MobileNetV3Small", "switch"),
-    "MobileNetV3Large": ("MobileNetV3Large", "switch"),
-    **{f"convnext_{s}": (f"ConvNeXt{s.title()}", "switch") for s in ["tiny", "small", "base", "large"]},
+    **{f"EfficientNetB{i}": (f"EfficientNetB{i}", "rescale_255", 32) for i in range(8)},
+    **{f"EfficientNetV2{v}": (f"EfficientNetV2{v}", "switch", 32) for v in ["B0", "B1", "B2", "B3", "S", "M", "L"]},
+    "ResNet50": ("ResNet50", None, None),
+    "ResNet101": ("ResNet101", None, None),
+    "ResNet152": ("ResNet152", None, None),
+    "MobileNetV3Small": ("MobileNetV3Small", "switch", None),
+    "MobileNetV3Large": ("MobileNetV3Large", "switch", None),
+    **{f"convnext_{s}": (f"ConvNeXt{s.title()}", "switch", 16) for s in ["tiny", "small", "base", "large"]},
 }
 
+# name -> (kimm constructor, inference batch hint per device or None)
 KIMM_MODELS = {
-    **{f"RegNet{k}{c}": f"RegNet{k}{c}" for k in "XY"
+    **{f"RegNet{k}{c}": (f"RegNet{k}{c}", 32) for k in "XY"
        for c in ["002", "004", "006", "008", "016", "032", "040", "064", "080", "120", "160", "320"]},
-    "resnet18": "ResNet18",
+    "resnet18": ("ResNet18", None),
 }
 
 
@@ -62,16 +63,16 @@ def kimm_model(input_shape, weights=None, *, constructor: str, **kwargs):
     )
 
 
-for _name, (_constructor, _preprocessing) in KERAS_APPLICATIONS.items():
+for _name, (_constructor, _preprocessing, _batch) in KERAS_APPLICATIONS.items():
     register_model(
         functools.partial(keras_application, constructor=_constructor, preprocessing=_preprocessing),
-        name=_name, imagenet=True, family="keras.applications",
+        name=_name, imagenet=True, family="keras.applications", batch_hint=_batch,
     )
-for _name, _constructor in KIMM_MODELS.items():
+for _name, (_constructor, _batch) in KIMM_MODELS.items():
     # kimm registers its model families but not their variants, which saved models refer to by class name.
     keras.saving.get_custom_objects().setdefault(_constructor, getattr(kimm.models, _constructor))
     register_model(functools.partial(kimm_model, constructor=_constructor), name=_name, imagenet=True,
-                   family="kimm")
+                   family="kimm", batch_hint=_batch)
 
 for _size in ["tiny", "small", "base", "large"]:
     register_alias(f"convnext_{_size}_in22k", f"convnext_{_size}", default_pretrain="imagenet21k")

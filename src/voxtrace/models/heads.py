@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from voxtrace.config import FROZEN_HEADS
+from voxtrace.vocabulary import FROZEN_HEADS
 
 NORM_LAYER = "head_norm"
 

@@ -181,5 +181,5 @@ def _nfnet_builder(model_name):
     return builder
 
 
-for _name in NFNET_CONFIGS:
-    register_model(_nfnet_builder(_name), name=_name)
+for _name in NFNET_CONFIGS:  # adaptive gradient clipping at 0.01 by default, as the NFNet paper trains them
+    register_model(_nfnet_builder(_name), name=_name, batch_hint=16, agc_clip=0.01)

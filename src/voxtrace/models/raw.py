@@ -27,7 +27,7 @@ def backbone_input_shape(cfg) -> tuple[int, ...]:
     """The input shape `cfg`'s backbone gets: `(N, 1)` for raw-waveform backbones, `(H, W, 3)` otherwise.
 
     Refuses an unknown `model.name`, a raw-waveform backbone without `features.kind: raw` and vice versa,
-    and images smaller than the backbone accepts.
+    an `audio.sample_rate` the backbone was not built for, and images smaller than the backbone accepts.
     """
     from voxtrace.config import ConfigError
 
@@ -35,6 +35,9 @@ def backbone_input_shape(cfg) -> tuple[int, ...]:
         entry = get_entry(cfg.model.name)
     except ValueError as err:
         raise ConfigError(f"model.name: {err}") from err
+    if entry.sample_rate is not None and cfg.audio.sample_rate != entry.sample_rate:
+        raise ConfigError(f"{entry.name} works on {entry.sample_rate} Hz audio. "
+                          f"Received: audio.sample_rate={cfg.audio.sample_rate}")
     kind = cfg.features.kind
     if entry.waveform and kind != "raw":
         raise ConfigError(f"{entry.name} is a raw-waveform backbone: it needs features.kind=raw. "

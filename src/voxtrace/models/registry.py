@@ -8,19 +8,31 @@ only builders registered with `imagenet=True` accept `"imagenet"`.
 Names are matched case-insensitively and ignoring `-` and `_`, so `ResNest50`, `ResNeSt50` and `resnest-50`
 are the same model. An alias is a second name for a registered builder (e.g. `convnext_base_in22k`,
 `RegNetZD8`); aliases may carry their own default pretrain.
+
+What the rest of voxtrace needs to know about a model lives on its entry, as timm's `default_cfgs` beside
+each `@register_model`: its input (image or waveform), the sample rate it was built for, an inference batch
+hint, its gradient-clipping default and the pretrain sources it takes with their loader. No code outside
+`voxtrace.models` looks at a model's name to decide anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 from dataclasses import dataclass
 from typing import Callable
 
+from voxtrace.vocabulary import PRETRAIN_TAGS
+
+
+class PretrainError(ValueError):
+    """Pretrained weights could not be found or loaded. The message says which file and where."""
+
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered backbone."""
+    """A registered backbone and the facts about it that training and inference use."""
 
     name: str
     builder: Callable
@@ -30,6 +42,20 @@ class ModelEntry:
     alias_of: str | None = None  # the canonical name when this entry is an alias
     family: str = ""
     waveform: bool = False  # takes waveforms [N, 1] (features.kind: raw) instead of images [H, W, 3]
+    sample_rate: int | None = None  # the only audio.sample_rate it works at (None: any)
+    batch_hint: int | None = None  # inference windows per device that fit a typical GPU (None: by input size)
+    agc_clip: float | None = None  # adaptive gradient clipping factor when train.agc_clip is unset
+    pretrain_sources: tuple[str, ...] = ()  # further model.pretrain tags ("whisper") and file suffixes (".bin")
+    pretrain_loader: Callable | None = None  # loader(entry, input_shape, pretrain, kwargs) for those sources
+
+    @property
+    def input_kind(self) -> str:
+        return "waveform" if self.waveform else "image"
+
+    def takes_pretrain(self, pretrain) -> bool:
+        """Whether `pretrain` is one of this model's own sources (a tag, or a file with one of its suffixes)."""
+        text = str(pretrain)
+        return any(text == s if not s.startswith(".") else text.lower().endswith(s) for s in self.pretrain_sources)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -39,15 +65,14 @@ def _key(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "")
 
 
-def register_model(fn: Callable | None = None, *, name: str | None = None, min_size: int = 32,
-                   imagenet: bool = False, family: str = "", waveform: bool = False):
-    """Register `fn` under `name` (default: the function's name). Usable bare or with arguments."""
+def register_model(fn: Callable | None = None, *, name: str | None = None, family: str = "", **facts):
+    """Register `fn` under `name` (default: the function's name). Usable bare or with arguments; `facts` are
+    `ModelEntry` fields (min_size, imagenet, waveform, sample_rate, batch_hint, agc_clip, pretrain_sources,
+    pretrain_loader)."""
 
     def wrap(builder: Callable) -> Callable:
-        entry = ModelEntry(name=name or builder.__name__, builder=builder, min_size=min_size,
-                           imagenet=imagenet, family=family or builder.__module__.rsplit(".", 1)[-1],
-                           waveform=waveform)
-        _add(entry)
+        _add(ModelEntry(name=name or builder.__name__, builder=builder,
+                        family=family or builder.__module__.rsplit(".", 1)[-1], **facts))
         return builder
 
     return wrap(fn) if fn is not None else wrap
@@ -56,12 +81,13 @@ def register_model(fn: Callable | None = None, *, name: str | None = None, min_s
 def register_alias(alias: str, target: str, default_pretrain: str | None = None) -> None:
     """Make `alias` resolve to the registered model `target` (optionally with its own default pretrain)."""
     base = get_entry(target)
-    _add(ModelEntry(name=alias, builder=base.builder, min_size=base.min_size, imagenet=base.imagenet,
-                    default_pretrain=default_pretrain, alias_of=base.name, family=base.family,
-                    waveform=base.waveform))
+    _add(dataclasses.replace(base, name=alias, default_pretrain=default_pretrain, alias_of=base.name))
 
 
 def _add(entry: ModelEntry) -> None:
+    tags = [s for s in entry.pretrain_sources if not s.startswith(".")]
+    if set(tags) - set(PRETRAIN_TAGS):
+        raise ValueError(f"{entry.name}: pretrain tags {tags} must be in voxtrace.vocabulary.PRETRAIN_TAGS")
     key = _key(entry.name)
     if key in _REGISTRY:
         raise ValueError(f"model name {entry.name!r} is already registered (as {_REGISTRY[key].name!r})")

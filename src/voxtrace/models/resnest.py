@@ -82,7 +82,7 @@ def resnest(input_shape, depths, radix=2, width=64, name="resnest"):
     return keras.Model(inputs, x, name=name)
 
 
-@register_model(name="ResNeSt50")
+@register_model(name="ResNeSt50", batch_hint=32)
 def resnest50(input_shape, **kwargs):
     """ResNeSt-50 (radix 2, one cardinal group, bottleneck width 64)."""
     return resnest(input_shape, [3, 4, 6, 3], name="resnest50", **kwargs)

@@ -67,4 +67,4 @@ def _resnet_rs(depth):
 
 
 for _depth in RESNET_RS_DEPTHS:
-    register_model(_resnet_rs(_depth), name=f"ResNetRS{_depth}")
+    register_model(_resnet_rs(_depth), name=f"ResNetRS{_depth}", batch_hint=32)

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import keras
 
-IMAGENET_TAGS = ("imagenet", "imagenet21k")
+from voxtrace.models.registry import PretrainError
+from voxtrace.vocabulary import PRETRAIN_TAGS
+
+IMAGENET_TAGS = PRETRAIN_TAGS[:2]  # through keras.applications / kimm
 WEIGHT_SUFFIXES = (".weights.h5", ".keras", ".h5", ".hdf5")
-
-
-class PretrainError(ValueError):
-    """Pretrained weights could not be found or loaded. The message says which file and where."""
 
 
 def keras_cache_dir() -> Path:
@@ -28,15 +27,17 @@ def keras_cache_dir() -> Path:
 
 
 def build_with_pretrain(entry, input_shape: tuple, pretrain: str | None, kwargs: dict) -> keras.Model:
-    """Build `entry` for `input_shape` and initialise it as `pretrain` asks."""
+    """Build `entry` for `input_shape` and initialise it as `pretrain` asks: ImageNet, one of the entry's own
+    sources (its `pretrain_loader`), or a Keras weights file."""
     if pretrain is None:
         return entry.builder(input_shape, **kwargs)
     if pretrain in IMAGENET_TAGS:
         return _build_imagenet(entry, input_shape, pretrain, kwargs)
-    from voxtrace.models.whisper_weights import build_whisper_pretrained, is_whisper_pretrain
-
-    if is_whisper_pretrain(pretrain):
-        return build_whisper_pretrained(entry, input_shape, pretrain, kwargs)
+    if entry.takes_pretrain(pretrain):
+        return entry.pretrain_loader(entry, input_shape, pretrain, kwargs)
+    if pretrain in PRETRAIN_TAGS:
+        raise PretrainError(f"{entry.name} takes no model.pretrain={pretrain!r} (its sources: null, a weights file"
+                            f"{', ImageNet' if entry.imagenet else ''}{''.join(', ' + s for s in entry.pretrain_sources)})")
     model = entry.builder(input_shape, **kwargs)
     load_weights_file(model, pretrain)
     return model
@@ -102,8 +103,9 @@ def load_weights_file(model: keras.Model, path: str | os.PathLike) -> keras.Mode
     name = path.name.lower()
     if not name.endswith(WEIGHT_SUFFIXES):
         raise PretrainError(
-            f"model.pretrain must be null, one of {list(IMAGENET_TAGS)}, 'whisper' or a weights file ending in "
-            f"{list(WEIGHT_SUFFIXES)} (Whisper backbones: .bin, .safetensors). Received: pretrain={str(path)!r}"
+            f"model.pretrain must be null, a tag ({', '.join(PRETRAIN_TAGS)}) or a weights file ending in "
+            f"{list(WEIGHT_SUFFIXES)} (some backbones take more: Whisper .bin and .safetensors). "
+            f"Received: pretrain={str(path)!r}"
         )
     if not path.is_file():
         raise PretrainError(f"weights file not found: {path} (from model.pretrain)")

@@ -40,7 +40,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 UPLOAD_FIELD = "file"
 DECODE_MARGIN_S = 0.5  # decoded beyond max_duration_s, so a clip of exactly the limit is still accepted
 RETRY_AFTER_S = 5  # what a 503 (server busy) asks the client to wait
-log = logging.getLogger("voxtrace.serve")
+log = logging.getLogger(__name__)
 
 
 def create_app(

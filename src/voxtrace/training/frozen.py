@@ -12,8 +12,11 @@ modification time and draw, so the supervised and semi-supervised runs and every
 The head (`model.head.kind`: logistic, mlp, knn; `voxtrace.models.heads`) is fitted on the clip features.
 Leave-voice-out out-of-fold probabilities come for free: the head is refitted without each fold's voices
 (`data.folds`, `training.folds.assign_folds`) and scores that fold's clips as `predict` would (the head
-applied to every window, windows merged with `audio.window_agg`). The checkpoint (`ckpt/model.keras`) is
-the full model fitted on every clip, waveforms -> probabilities, and loads like any other.
+applied to every window, windows merged with `audio.window_agg`). The checkpoints are full models, waveforms ->
+probabilities, that load like any other: with `model.head.save: all` (`ckpt/model.keras`) the head fitted on
+every clip; with `folds` (`ckpt/fold-K.keras`) each fold's head, fitted without fold K, the very heads behind
+the out-of-fold scores, which `predict` averages as it averages a CNN's folds: a decision threshold fitted on
+the out-of-fold scores then applies to models of the kind that produced them.
 """
 
 from __future__ import annotations
@@ -29,8 +32,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from voxtrace.config import FROZEN_HEADS
+from voxtrace.config import ConfigError
 from voxtrace.io import atomic_path, atomic_write_csv
+from voxtrace.rundir import ALL_DATA
+from voxtrace.training.balance import balance_rows
+from voxtrace.vocabulary import FROZEN_HEADS
+
+HEAD_SAVES = ("all", "folds")  # model.head.save
+
 
 def is_frozen(cfg) -> bool:
     """Whether `cfg` trains a frozen-feature head instead of the whole model."""
@@ -225,17 +234,19 @@ def head_probs(cfg, fitted, window_features: list[np.ndarray]) -> np.ndarray:
 
 # ---- the training run --------------------------------------------------------------------------------------
 def train_frozen(cfg, run, frame: pd.DataFrame, pseudo: pd.DataFrame | None, targets_of) -> dict:
-    """Fit a frozen head on `frame` (+ `pseudo`): leave-voice-out OOF scores, then the all-data checkpoint.
+    """Fit a frozen head on `frame` (+ `pseudo`): leave-voice-out OOF scores, then the checkpoints of
+    `model.head.save` (the all-data model, or the fold models behind the OOF scores).
 
     `run` is the trainer's run folder; `targets_of(labels)` one-hot encodes class names. Returns the
     trainer's result dict.
     """
-    from voxtrace.models.classifier import attach_head
     from voxtrace.training.folds import assign_folds
     from voxtrace.training.trainer import _write_overall
 
     started = time.time()
     head = cfg.model.head
+    if head.save not in HEAD_SAVES:
+        raise ConfigError(f"model.head.save must be one of {list(HEAD_SAVES)}. Received: model.head.save={head.save!r}")
     extractor = feature_extractor(cfg)
     cache = FeatureCache(head.cache_dir or Path(cfg.output_dir) / "feature_cache", fingerprint(cfg, extractor))
     paths = list(frame["path"])
@@ -255,21 +266,42 @@ def train_frozen(cfg, run, frame: pd.DataFrame, pseudo: pd.DataFrame | None, tar
     data = ClipFeatures(cfg, frame, targets_of(frame["label"]), features, pseudo, pseudo_features)
     oof = frame[["path", "track", "label"]].copy()
     oof["fold"] = assign_folds(frame, cfg.data.folds, cfg.seed)
-    oof[cfg.classes] = data.out_of_fold(oof["fold"].to_numpy())
+    folds = oof["fold"].to_numpy()
+    fold_heads = data.fold_heads(folds)
+    oof[cfg.classes] = data.out_of_fold(folds, fold_heads)
     overall = _write_overall(cfg, run, [oof])
 
-    fitted = fit_head(cfg, *data.design(np.ones(len(frame), bool)))
-    model = attach_head(extractor, cfg, fitted)
-    ckpt = run.ckpt("all")
-    with atomic_path(ckpt) as tmp:
-        model.save(tmp)
+    everything = np.ones(len(frame), bool)
+    heads = fold_heads if head.save == "folds" else {ALL_DATA: fit_head(cfg, *data.design(everything))}
+    checkpoints = save_head_checkpoints(cfg, run, extractor, heads)
     pseudo_kept = [] if pseudo is None else list(pseudo["path"])
-    manifest = pd.DataFrame({"path": list(frame["path"]) + pseudo_kept,
-                             "source": ["labelled"] * len(frame) + ["pseudo"] * len(pseudo_kept)})
-    atomic_write_csv(run.root / "csv" / "train_all.csv", manifest)
+    for part, fitted in heads.items():
+        rows = everything if part == ALL_DATA else folds != part
+        manifest = pd.DataFrame({"path": list(frame["path"][rows]) + pseudo_kept,
+                                 "source": ["labelled"] * int(rows.sum()) + ["pseudo"] * len(pseudo_kept)})
+        atomic_write_csv(run.csv("train", part), manifest)
     print(f"> {cfg.run_name}: {head.kind} head on frozen features, leave-voice-out OOF macro-F1 "
-          f"{overall['f1']:.4f}, done in {time.time() - started:.0f} s -> {ckpt}", flush=True)
-    return {"run_dir": str(run.root), "checkpoints": [str(ckpt)], "folds": {}, "overall": overall}
+          f"{overall['f1']:.4f}, done in {time.time() - started:.0f} s -> "
+          + ", ".join(str(c) for c in checkpoints), flush=True)
+    return {"run_dir": str(run.root), "checkpoints": [str(c) for c in checkpoints], "folds": {}, "overall": overall}
+
+
+def save_head_checkpoints(cfg, run, extractor: keras.Model, heads: dict) -> list[Path]:
+    """Save the extractor with each fitted head (`{fold or ALL_DATA: FittedHead}`) as the run's checkpoints,
+    and remove the run's other checkpoints (left by an earlier `model.head.save`): `predict` averages every
+    checkpoint of a run, so only these may remain."""
+    from voxtrace.models.classifier import attach_head
+
+    saved = []
+    for part, fitted in heads.items():
+        ckpt = run.checkpoint(part)
+        with atomic_path(ckpt) as tmp:
+            attach_head(extractor, cfg, fitted).save(tmp)
+        saved.append(ckpt)
+    for stale in set(run.checkpoints()) - set(saved):
+        print(f"  removed {stale} (not a checkpoint of model.head.save={cfg.model.head.save})", flush=True)
+        stale.unlink()
+    return saved
 
 
 class ClipFeatures:
@@ -278,7 +310,7 @@ class ClipFeatures:
     `design(rows)` gives clip features (the mean of the windows), targets and sample weights of the selected
     labelled rows (each of their draws; known classes only with `model.head.known_only`) plus every
     pseudo-labelled clip (soft targets, weight `data.pseudo_weight`); `out_of_fold(folds)` refits the head
-    without each fold and scores that fold's clean windows as `predict` would.
+    without each fold (`fold_heads`) and scores that fold's clean windows as `predict` would.
     """
 
     def __init__(self, cfg, frame: pd.DataFrame, targets: np.ndarray, features: dict, pseudo=None,
@@ -290,20 +322,28 @@ class ClipFeatures:
     def design(self, rows: np.ndarray):
         head = self.cfg.model.head
         keep = np.flatnonzero(rows & self.known if head.known_only else rows)
+        picked = balance_rows(pd.DataFrame({"label": self.targets[keep].argmax(axis=1), "row": keep}),
+                              self.cfg.data.balance, self.cfg.seed)  # data.balance, as the trainer applies it
+        keep = picked["row"].to_numpy()
         draws = head.augment_draws + 1
         xs = [self.features[(self.paths[i], d)].mean(axis=0) for i in keep for d in range(draws)]
         ys = np.repeat(self.targets[keep], draws, axis=0)
-        ws = np.ones(len(ys), "float32")
+        ws = np.repeat(picked["weight"].to_numpy("float32"), draws)
         if self.pseudo is not None and len(self.pseudo):
             xs += [self.pseudo_features[(p, 0)].mean(axis=0) for p in self.pseudo["path"]]
             ys = np.concatenate([ys, self.pseudo[self.cfg.classes].to_numpy("float32")])
             ws = np.concatenate([ws, np.full(len(self.pseudo), self.cfg.data.pseudo_weight, "float32")])
         return np.stack(xs), ys, ws
 
-    def out_of_fold(self, folds: np.ndarray) -> np.ndarray:
+    def fold_heads(self, folds: np.ndarray) -> dict:
+        """`{fold: the head fitted without that fold's labelled clips}`."""
+        return {int(fold): fit_head(self.cfg, *self.design(folds != fold)) for fold in np.unique(folds)}
+
+    def out_of_fold(self, folds: np.ndarray, heads: dict | None = None) -> np.ndarray:
+        """Every labelled clip scored by the head of its fold (`heads`, fitted here when not given)."""
+        heads = self.fold_heads(folds) if heads is None else heads
         probs = np.zeros((len(self.paths), self.cfg.num_classes), np.float32)
-        for fold in np.unique(folds):
+        for fold, fitted in heads.items():
             held = folds == fold
-            fitted = fit_head(self.cfg, *self.design(~held))
             probs[held] = head_probs(self.cfg, fitted, [self.features[(p, 0)] for p, h in zip(self.paths, held) if h])
         return probs

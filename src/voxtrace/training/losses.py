@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import keras
 
-LOSSES = ("CCE", "BCE", "Focal")
+from voxtrace.vocabulary import LOSSES
+
 
 
 def get_loss(cfg) -> keras.losses.Loss:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-OPTIMIZERS = ("Adam", "AdamW", "SGD", "RectifiedAdam")
+from voxtrace.vocabulary import OPTIMIZERS
+
 
 
 @keras.saving.register_keras_serializable(package="voxtrace")
@@ -90,7 +91,9 @@ def build_optimizer(cfg, learning_rate) -> keras.optimizers.Optimizer:
 
 
 def agc_clip_factor(cfg) -> float | None:
-    """`cfg.train.agc_clip`, or 0.01 for NFNet backbones when it is unset (as the NFNet paper)."""
+    """`cfg.train.agc_clip`, or the backbone's own default when it is unset (NFNets: 0.01, as their paper)."""
+    from voxtrace.models import get_entry
+
     if cfg.train.agc_clip is not None:
         return cfg.train.agc_clip or None
-    return 0.01 if "nfnet" in cfg.model.name.lower() else None
+    return get_entry(cfg.model.name).agc_clip

@@ -12,7 +12,8 @@ import math
 import keras
 from keras import ops
 
-SCHEDULERS = ("exp", "cosine", "step", "constant")
+from voxtrace.vocabulary import SCHEDULERS
+
 
 
 @keras.saving.register_keras_serializable(package="voxtrace")

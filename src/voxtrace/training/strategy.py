@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu")
+from voxtrace.vocabulary import STRATEGIES
+
 
 
 def _tf_config_workers() -> int:

