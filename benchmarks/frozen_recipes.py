@@ -36,6 +36,7 @@ from voxtrace.evaluation.metrics import label_indices, label_scores
 from voxtrace.inference.open_set import apply_open_set, calibrate_threshold
 from voxtrace.io import atomic_write_text
 from voxtrace.recipes.demo import unknown_shares
+from voxtrace.inference import features as clip_features
 from voxtrace.training import frozen
 from voxtrace.training.folds import assign_folds
 
@@ -71,19 +72,19 @@ def main(argv=None) -> None:
 
     base = Config.load(args.cfg, [f"data.root={args.data}"])
     data = Path(args.data)
-    extractor = frozen.feature_extractor(base)
-    cache = frozen.FeatureCache(args.cache, frozen.fingerprint(base, extractor))
+    extractor = clip_features.feature_extractor(base)
+    cache = clip_features.FeatureCache(args.cache, clip_features.fingerprint(base, extractor))
     train = read_manifest(base, "train")
     train = train[train["label"].notna()].reset_index(drop=True)
     draws = max(RECIPES[name][2] for name in args.recipes)
     started = time.time()
-    features, _ = frozen.extract_features(base, extractor, list(train["path"]), draws, cache)
+    features, _ = clip_features.extract_features(base, extractor, list(train["path"]), draws, cache)
     meta = pd.read_csv(data / "metadata.csv")
     parts = {part: sorted(str(data / part / t) for t in meta.loc[meta["split"] == part, "track"])
              for part in EVAL_PARTS if (data / part).is_dir()}
     part_features = {}
     for part, paths in parts.items():
-        part_features[part], _ = frozen.extract_features(base, extractor, paths, 0, cache)
+        part_features[part], _ = clip_features.extract_features(base, extractor, paths, 0, cache)
     print(f"features in {time.time() - started:.0f} s", flush=True)
     folds = assign_folds(train, base.data.folds, base.seed)
     targets = np.eye(base.num_classes, dtype="float32")[label_indices(train["label"], base.classes)]

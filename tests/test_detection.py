@@ -88,6 +88,24 @@ def test_member_weights_follow_the_out_of_fold_eer():
     assert len(table) == 3 and table["oof_eer"].iloc[0] == 0.0
 
 
+def test_demo_stages_are_redone_when_their_inputs_change(tmp_path):
+    """A finished stage is forgotten when the inputs recorded for it change (a member's resolved config, the
+    checkpoints and weights a prediction used), and kept while they do not."""
+    from voxtrace.detect_demo import renew_when_changed
+    from voxtrace.recipes.stages import Stages
+
+    stages = Stages(tmp_path)
+    for name in ("predict-a", "evaluate-a", "train-x"):
+        stages.mark(name, "voxtrace verb {}", 1)
+    renew_when_changed(stages, "predict", {"fold-0.keras": 1}, ["predict-a", "evaluate-a"])  # first record: unknown
+    assert not stages.done("predict-a") and not stages.done("evaluate-a") and stages.done("train-x")
+    stages.mark("predict-a", "voxtrace verb {}", 1)
+    renew_when_changed(stages, "predict", {"fold-0.keras": 1}, ["predict-a"])
+    assert stages.done("predict-a")
+    renew_when_changed(stages, "predict", {"fold-0.keras": 2}, ["predict-a"])
+    assert not stages.done("predict-a")
+
+
 def test_predict_labels_with_the_saved_threshold(tmp_path):
     from voxtrace.cli import main
     from voxtrace.inference.ensemble import Ensemble

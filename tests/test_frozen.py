@@ -13,6 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from voxtrace.config import Config
 from voxtrace.models.classifier import CLASSIFIER_LAYER
 from voxtrace.models.heads import frozen_head
+from voxtrace.inference import features as clip_features
 from voxtrace.training import frozen
 
 
@@ -106,7 +107,7 @@ def test_geometric_window_merge_is_logistic_regression_on_mean_features():
 def test_feature_cache_is_keyed_by_file_state(tmp_path):
     clip = tmp_path / "a.wav"
     clip.write_bytes(b"one")
-    cache = frozen.FeatureCache(tmp_path / "cache", "fp")
+    cache = clip_features.FeatureCache(tmp_path / "cache", "fp")
     cache.put(clip, 0, np.arange(6, dtype="float32").reshape(2, 3))
     np.testing.assert_array_equal(cache.get(clip, 0), np.arange(6).reshape(2, 3))
     assert cache.get(clip, 1) is None
@@ -138,7 +139,7 @@ def test_frozen_training_run_oof_checkpoint_and_cache(tmp_path):
     probs, errors = predict_files(model, cfg, paths, progress=False)
     extractor = keras.Model(model.inputs, model.get_layer("head_norm").input)  # the checkpoint's own backbone
     manifest = pd.read_csv(corpus)
-    features, _ = frozen.extract_features(cfg, extractor, list(manifest["path"]), progress=False)
+    features, _ = clip_features.extract_features(cfg, extractor, list(manifest["path"]), progress=False)
     fitted = frozen.fit_head(cfg, np.stack([features[(p, 0)].mean(0) for p in manifest["path"]]),
                              np.eye(2)[manifest["label"].map(["tone", "noise"].index)], np.ones(len(manifest)))
     expected = frozen.head_probs(cfg, fitted, [features[(p, 0)] for p in paths])
@@ -148,6 +149,36 @@ def test_frozen_training_run_oof_checkpoint_and_cache(tmp_path):
     mtimes = [p.stat().st_mtime_ns for p in cached]
     train(cfg)
     assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache").rglob("*.npy"))] == mtimes
+
+
+def test_frozen_members_predict_from_the_feature_cache(tmp_path, monkeypatch):
+    """`Ensemble.predict` scores a frozen-head run from cached window features: the same probabilities as the
+    waveform path, each new clip's features computed once, and a second prediction that decodes nothing."""
+    from fixtures_training import make_tone_noise_corpus, tone_noise_overrides
+
+    import voxtrace.data.audio
+    from voxtrace.inference.ensemble import Ensemble
+    from voxtrace.inference.predictor import predict_files
+    from voxtrace.training.trainer import train
+
+    corpus = make_tone_noise_corpus(tmp_path / "corpus", clips_per_class=6)
+    overrides = tone_noise_overrides(corpus, tmp_path / "run", epochs=1) + [
+        "model.head.kind=logistic", "audio.window_agg=geometric", f"model.head.cache_dir={tmp_path / 'cache'}"]
+    cfg = Config.load(None, overrides)
+    result = train(cfg)
+    evaluation = list(pd.read_csv(make_tone_noise_corpus(tmp_path / "eval", clips_per_class=2))["path"])
+    before = len(list((tmp_path / "cache").rglob("*.npy")))
+    got = Ensemble(result["run_dir"]).predict(evaluation, progress=False)
+    expected, _ = predict_files(keras.saving.load_model(result["checkpoints"][0]), cfg, evaluation, progress=False)
+    np.testing.assert_allclose(got.probs, expected, atol=1e-4)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == before + len(evaluation)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a cached clip was decoded again")
+
+    monkeypatch.setattr(voxtrace.data.audio, "load_audio", no_decoding)
+    again = Ensemble(result["run_dir"]).predict(evaluation, progress=False)
+    np.testing.assert_array_equal(again.probs, got.probs)
 
 
 def test_fit_member_weights_drops_a_useless_member_and_mixes_complementary_ones():
@@ -244,7 +275,7 @@ def test_fold_head_checkpoints_are_the_heads_behind_the_out_of_fold_scores(tmp_p
     oof = pd.read_csv(run_dir / "csv" / "oof.csv")
     model = keras.saving.load_model(run_dir / "ckpt" / "fold-0.keras")
     extractor = keras.Model(model.inputs, model.get_layer("head_norm").input)
-    features, _ = frozen.extract_features(cfg, extractor, list(oof["path"]), progress=False)
+    features, _ = clip_features.extract_features(cfg, extractor, list(oof["path"]), progress=False)
     clip_x = np.stack([features[(p, 0)].mean(axis=0) for p in oof["path"]])
     labels = oof["label"].map(["tone", "noise"].index).to_numpy()
     for fold in range(3):

@@ -322,134 +322,168 @@ class Config:
             raise ConfigError(
                 f"unknown_class={self.unknown_class!r} is not one of classes={self.classes} (or set it to null)"
             )
-        d = self.data
-        _choice("data.dataset", d.dataset)
-        _choice("data.attribute_by", d.attribute_by)
-        if d.external.max_files is not None:
-            _range("data.external.max_files", d.external.max_files, 1, None)
-        _range("data.folds", d.folds, 2, None)
-        if not d.selected_folds or len(set(d.selected_folds)) != len(d.selected_folds):
-            raise ConfigError(f"data.selected_folds must name one or more distinct folds. "
-                              f"Received: data.selected_folds={d.selected_folds}")
-        for k in d.selected_folds:
-            if not 0 <= k < d.folds:
-                raise ConfigError(f"data.selected_folds: fold {k} is outside 0..{d.folds - 1} (data.folds={d.folds})")
-        _range("data.pseudo_weight", d.pseudo_weight, 0.0, None)
-        if not isinstance(d.balance, bool) and d.balance not in BALANCE_MODES:
-            raise ConfigError(f"data.balance must be false, weights, resample or undersample (true: undersample). "
-                              f"Received: data.balance={d.balance!r}")
-        if d.max_files is not None:
-            _range("data.max_files", d.max_files, 1, None)
-        for k, part in enumerate(d.pseudo_parts):
-            _range(f"data.pseudo_parts[{k}]", part, 1, None)
-        a = self.audio
-        _range("audio.sample_rate", a.sample_rate, 8000, 192000)
-        _range("audio.duration", a.duration, 0.1, 600.0)
-        _choice("audio.pad_mode", a.pad_mode)
-        _choice("audio.crop_mode", a.crop_mode)
-        _range("audio.window_hop", a.window_hop, 0.05, 1.0)
-        _choice("audio.window_agg", a.window_agg)
-        f = self.features
-        # raw: the waveform passes through unchanged, for raw-waveform backbones (rawnet2*, wav2vec_conv*)
-        _choice("features.kind", f.kind)
-        if len(f.img_size) != 2:
-            raise ConfigError(f"features.img_size must be [H, W]. Received: {f.img_size}")
-        _range("features.img_size[0] (H)", f.img_size[0], 32, 4096)
-        _range("features.img_size[1] (W)", f.img_size[1], 32, 8192)
-        _range("features.n_fft", f.n_fft, 16, 65536)
-        _range("features.win_length", f.win_length, 16, f.n_fft)
-        _choice("features.window", f.window)
-        nyquist = a.sample_rate / 2
-        _range("features.fmax", f.fmax, 1.0, nyquist)
-        _range("features.fmin", f.fmin, 0.0, f.fmax)
-        _range("features.top_db", f.top_db, 1.0, 200.0)
-        _range("features.n_coeffs", f.n_coeffs, 2, 512)
-        _range("features.wavelet_level", f.wavelet_level, 1, 14)
-        # front-end layer constraints (voxtrace.features)
-        _choice("features.norm", f.norm)
-        _choice("features.wavelet", f.wavelet)
-        if f.kind in ("mfcc", "lfcc"):
-            _range("features.n_coeffs", f.n_coeffs, 2, f.img_size[0])
-        if f.kind == "wavelet" and 2**f.wavelet_level > self.num_samples:
-            raise ConfigError(
-                f"features.wavelet_level={f.wavelet_level} needs 2**level <= audio samples ({self.num_samples})"
-            )
-        g = self.augment
-        for name in [x.name for x in dataclasses.fields(g) if x.name.endswith("_prob")]:
-            _range(f"augment.{name}", getattr(g, name), 0.0, 1.0)
-        if len(g.snr_db) != 2 or g.snr_db[0] > g.snr_db[1]:
-            raise ConfigError(f"augment.snr_db must be [low, high] with low <= high. Received: {g.snr_db}")
-        if len(g.jc_quality) != 2 or not 0 <= g.jc_quality[0] <= g.jc_quality[1] <= 100:
-            raise ConfigError(f"augment.jc_quality must be [low, high] within 0..100. Received: {g.jc_quality}")
-        _range("augment.freq_mask", g.freq_mask, 0, f.img_size[0])
-        _range("augment.time_mask", g.time_mask, 0, f.img_size[1])
-        _range("augment.mixup_alpha", g.mixup_alpha, 0.0, None)
-        _range("augment.cutmix_alpha", g.cutmix_alpha, 0.0, None)
-        m = self.model
-        _range("model.num_features", m.num_features, 1, None)
-        _range("model.dropout", m.dropout, 0.0, 0.99)
-        if not isinstance(m.options, dict):
-            raise ConfigError(f"model.options must be a mapping of backbone arguments. "
-                              f"Received: model.options={m.options!r}")
-        if m.bn_momentum is not None:
-            _range("model.bn_momentum", m.bn_momentum, 0.0, 0.9999)
-        h = m.head
-        _choice("model.head.kind", h.kind)
-        _range("model.head.c", h.c, 1e-8, None)
-        _range("model.head.hidden", h.hidden, 1, None)
-        _range("model.head.dropout", h.dropout, 0.0, 0.99)
-        _range("model.head.epochs", h.epochs, 1, None)
-        _range("model.head.k", h.k, 1, None)
-        _range("model.head.temperature", h.temperature, 1e-4, None)
-        _range("model.head.augment_draws", h.augment_draws, 0, 64)
-        if h.known_only and (h.kind == "dense" or self.unknown_class is None):
-            raise ConfigError("model.head.known_only needs a frozen head (model.head.kind logistic, mlp or knn) "
-                              f"and an unknown_class. Received: model.head.kind={h.kind!r}, "
-                              f"unknown_class={self.unknown_class!r}")
-        t = self.train
-        _range("train.epochs", t.epochs, 1, None)
-        _range("train.batch_size", t.batch_size, 1, None)
-        _choice("train.loss", t.loss)
-        _range("train.label_smoothing", t.label_smoothing, 0.0, 0.5)
-        _range("train.focal_gamma", t.focal_gamma, 0.0, None)
-        _range("train.focal_alpha", t.focal_alpha, 0.0, 1.0)
-        _range("train.weight_decay", t.weight_decay, 0.0, None)
-        _choice("train.optimizer", t.optimizer)
-        _choice("train.scheduler", t.scheduler)
-        for name in ("lr_max", "lr_min", "lr_start"):
-            _range(f"train.{name}", getattr(t, name), 0.0, 1.0)
-        if t.lr_min > t.lr_max:
-            raise ConfigError(f"train.lr_min must not exceed train.lr_max. "
-                              f"Received: train.lr_min={t.lr_min!r}, train.lr_max={t.lr_max!r}")
-        _range("train.lr_ramp_ep", t.lr_ramp_ep, 0, None)
-        _range("train.lr_sus_ep", t.lr_sus_ep, 0, None)
-        _range("train.lr_decay", t.lr_decay, 0.0, 1.0)
-        _choice("train.strategy", t.strategy)
-        _range("train.tta", t.tta, 1, 64)
-        # training loop (voxtrace.training)
-        if t.agc_clip is not None:
-            _range("train.agc_clip", t.agc_clip, 0.0, None)
-        if t.steps_per_epoch is not None:
-            _range("train.steps_per_epoch", t.steps_per_epoch, 1, None)
-        _choice("train.monitor", t.monitor)
-        _range("train.verbose", t.verbose, 0, 2)
-        i = self.infer
-        if i.batch_size is not None:
-            _range("infer.batch_size", i.batch_size, 1, None)
-        _choice("infer.agg", i.agg)
-        _range("infer.tta", i.tta, 1, 64)
-        _choice("infer.open_set.score", i.open_set.score)
-        _range("infer.open_set.target_tpr", i.open_set.target_tpr, 0.0, 1.0)
-        if i.open_set.enabled and self.unknown_class is None:
-            raise ConfigError("infer.open_set.enabled needs unknown_class to name the class rejected clips get")
-        _choice("infer.decision.rule", i.decision.rule)
-        _range("infer.decision.target_far", i.decision.target_far, 0.0, 0.99)
-        if i.decision.rule != "argmax" and (self.num_classes != 2 or i.decision.positive not in self.classes):
-            raise ConfigError(f"infer.decision.rule={i.decision.rule!r} needs two classes, one of them "
-                              f"infer.decision.positive={i.decision.positive!r}. Received: classes={self.classes}")
-        _range("infer.pseudo_threshold", i.pseudo_threshold, 0.0, 1.0)
-        if i.pseudo_cap_per_class is not None:
-            _range("infer.pseudo_cap_per_class", i.pseudo_cap_per_class, 1, None)
+        for check in (_check_data, _check_audio, _check_features, _check_augment, _check_model, _check_train,
+                      _check_infer):
+            check(self)
+
+
+# ---- validation, one section at a time --------------------------------------------------------------------
+def _check_data(cfg: "Config") -> None:
+    """The `data` section."""
+    d = cfg.data
+    _choice("data.dataset", d.dataset)
+    _choice("data.attribute_by", d.attribute_by)
+    if d.external.max_files is not None:
+        _range("data.external.max_files", d.external.max_files, 1, None)
+    _range("data.folds", d.folds, 2, None)
+    if not d.selected_folds or len(set(d.selected_folds)) != len(d.selected_folds):
+        raise ConfigError(f"data.selected_folds must name one or more distinct folds. "
+                          f"Received: data.selected_folds={d.selected_folds}")
+    for k in d.selected_folds:
+        if not 0 <= k < d.folds:
+            raise ConfigError(f"data.selected_folds: fold {k} is outside 0..{d.folds - 1} (data.folds={d.folds})")
+    _range("data.pseudo_weight", d.pseudo_weight, 0.0, None)
+    if not isinstance(d.balance, bool) and d.balance not in BALANCE_MODES:
+        raise ConfigError(f"data.balance must be false, weights, resample or undersample (true: undersample). "
+                          f"Received: data.balance={d.balance!r}")
+    if d.max_files is not None:
+        _range("data.max_files", d.max_files, 1, None)
+    for k, part in enumerate(d.pseudo_parts):
+        _range(f"data.pseudo_parts[{k}]", part, 1, None)
+
+
+def _check_audio(cfg: "Config") -> None:
+    """The `audio` section."""
+    a = cfg.audio
+    _range("audio.sample_rate", a.sample_rate, 8000, 192000)
+    _range("audio.duration", a.duration, 0.1, 600.0)
+    _choice("audio.pad_mode", a.pad_mode)
+    _choice("audio.crop_mode", a.crop_mode)
+    _range("audio.window_hop", a.window_hop, 0.05, 1.0)
+    _choice("audio.window_agg", a.window_agg)
+
+
+def _check_features(cfg: "Config") -> None:
+    """The `features` section."""
+    a = cfg.audio
+    f = cfg.features
+    # raw: the waveform passes through unchanged, for raw-waveform backbones (rawnet2*, wav2vec_conv*)
+    _choice("features.kind", f.kind)
+    if len(f.img_size) != 2:
+        raise ConfigError(f"features.img_size must be [H, W]. Received: {f.img_size}")
+    _range("features.img_size[0] (H)", f.img_size[0], 32, 4096)
+    _range("features.img_size[1] (W)", f.img_size[1], 32, 8192)
+    _range("features.n_fft", f.n_fft, 16, 65536)
+    _range("features.win_length", f.win_length, 16, f.n_fft)
+    _choice("features.window", f.window)
+    nyquist = a.sample_rate / 2
+    _range("features.fmax", f.fmax, 1.0, nyquist)
+    _range("features.fmin", f.fmin, 0.0, f.fmax)
+    _range("features.top_db", f.top_db, 1.0, 200.0)
+    _range("features.n_coeffs", f.n_coeffs, 2, 512)
+    _range("features.wavelet_level", f.wavelet_level, 1, 14)
+    # front-end layer constraints (voxtrace.features)
+    _choice("features.norm", f.norm)
+    _choice("features.wavelet", f.wavelet)
+    if f.kind in ("mfcc", "lfcc"):
+        _range("features.n_coeffs", f.n_coeffs, 2, f.img_size[0])
+    if f.kind == "wavelet" and 2**f.wavelet_level > cfg.num_samples:
+        raise ConfigError(
+            f"features.wavelet_level={f.wavelet_level} needs 2**level <= audio samples ({cfg.num_samples})"
+        )
+
+
+def _check_augment(cfg: "Config") -> None:
+    """The `augment` section."""
+    f = cfg.features
+    g = cfg.augment
+    for name in [x.name for x in dataclasses.fields(g) if x.name.endswith("_prob")]:
+        _range(f"augment.{name}", getattr(g, name), 0.0, 1.0)
+    if len(g.snr_db) != 2 or g.snr_db[0] > g.snr_db[1]:
+        raise ConfigError(f"augment.snr_db must be [low, high] with low <= high. Received: {g.snr_db}")
+    if len(g.jc_quality) != 2 or not 0 <= g.jc_quality[0] <= g.jc_quality[1] <= 100:
+        raise ConfigError(f"augment.jc_quality must be [low, high] within 0..100. Received: {g.jc_quality}")
+    _range("augment.freq_mask", g.freq_mask, 0, f.img_size[0])
+    _range("augment.time_mask", g.time_mask, 0, f.img_size[1])
+    _range("augment.mixup_alpha", g.mixup_alpha, 0.0, None)
+    _range("augment.cutmix_alpha", g.cutmix_alpha, 0.0, None)
+
+
+def _check_model(cfg: "Config") -> None:
+    """The `model` section."""
+    m = cfg.model
+    _range("model.num_features", m.num_features, 1, None)
+    _range("model.dropout", m.dropout, 0.0, 0.99)
+    if not isinstance(m.options, dict):
+        raise ConfigError(f"model.options must be a mapping of backbone arguments. "
+                          f"Received: model.options={m.options!r}")
+    if m.bn_momentum is not None:
+        _range("model.bn_momentum", m.bn_momentum, 0.0, 0.9999)
+    h = m.head
+    _choice("model.head.kind", h.kind)
+    _range("model.head.c", h.c, 1e-8, None)
+    _range("model.head.hidden", h.hidden, 1, None)
+    _range("model.head.dropout", h.dropout, 0.0, 0.99)
+    _range("model.head.epochs", h.epochs, 1, None)
+    _range("model.head.k", h.k, 1, None)
+    _range("model.head.temperature", h.temperature, 1e-4, None)
+    _range("model.head.augment_draws", h.augment_draws, 0, 64)
+    if h.known_only and (h.kind == "dense" or cfg.unknown_class is None):
+        raise ConfigError("model.head.known_only needs a frozen head (model.head.kind logistic, mlp or knn) "
+                          f"and an unknown_class. Received: model.head.kind={h.kind!r}, "
+                          f"unknown_class={cfg.unknown_class!r}")
+
+
+def _check_train(cfg: "Config") -> None:
+    """The `train` section."""
+    t = cfg.train
+    _range("train.epochs", t.epochs, 1, None)
+    _range("train.batch_size", t.batch_size, 1, None)
+    _choice("train.loss", t.loss)
+    _range("train.label_smoothing", t.label_smoothing, 0.0, 0.5)
+    _range("train.focal_gamma", t.focal_gamma, 0.0, None)
+    _range("train.focal_alpha", t.focal_alpha, 0.0, 1.0)
+    _range("train.weight_decay", t.weight_decay, 0.0, None)
+    _choice("train.optimizer", t.optimizer)
+    _choice("train.scheduler", t.scheduler)
+    for name in ("lr_max", "lr_min", "lr_start"):
+        _range(f"train.{name}", getattr(t, name), 0.0, 1.0)
+    if t.lr_min > t.lr_max:
+        raise ConfigError(f"train.lr_min must not exceed train.lr_max. "
+                          f"Received: train.lr_min={t.lr_min!r}, train.lr_max={t.lr_max!r}")
+    _range("train.lr_ramp_ep", t.lr_ramp_ep, 0, None)
+    _range("train.lr_sus_ep", t.lr_sus_ep, 0, None)
+    _range("train.lr_decay", t.lr_decay, 0.0, 1.0)
+    _choice("train.strategy", t.strategy)
+    _range("train.tta", t.tta, 1, 64)
+    # training loop (voxtrace.training)
+    if t.agc_clip is not None:
+        _range("train.agc_clip", t.agc_clip, 0.0, None)
+    if t.steps_per_epoch is not None:
+        _range("train.steps_per_epoch", t.steps_per_epoch, 1, None)
+    _choice("train.monitor", t.monitor)
+    _range("train.verbose", t.verbose, 0, 2)
+
+
+def _check_infer(cfg: "Config") -> None:
+    """The `infer` section."""
+    i = cfg.infer
+    if i.batch_size is not None:
+        _range("infer.batch_size", i.batch_size, 1, None)
+    _choice("infer.agg", i.agg)
+    _range("infer.tta", i.tta, 1, 64)
+    _choice("infer.open_set.score", i.open_set.score)
+    _range("infer.open_set.target_tpr", i.open_set.target_tpr, 0.0, 1.0)
+    if i.open_set.enabled and cfg.unknown_class is None:
+        raise ConfigError("infer.open_set.enabled needs unknown_class to name the class rejected clips get")
+    _choice("infer.decision.rule", i.decision.rule)
+    _range("infer.decision.target_far", i.decision.target_far, 0.0, 0.99)
+    if i.decision.rule != "argmax" and (cfg.num_classes != 2 or i.decision.positive not in cfg.classes):
+        raise ConfigError(f"infer.decision.rule={i.decision.rule!r} needs two classes, one of them "
+                          f"infer.decision.positive={i.decision.positive!r}. Received: classes={cfg.classes}")
+    _range("infer.pseudo_threshold", i.pseudo_threshold, 0.0, 1.0)
+    if i.pseudo_cap_per_class is not None:
+        _range("infer.pseudo_cap_per_class", i.pseudo_cap_per_class, 1, None)
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------

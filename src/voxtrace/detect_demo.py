@@ -6,12 +6,15 @@ simplex) -> the decision threshold fitted on the weighted out-of-fold scores (`i
 MODEL_DIR/decision.json) -> predict the cross-corpus parts (4 clean, 5 through held-out channels) -> evaluate
 -> OUT/results.md and results.json: EER, minDCF and accuracy at the saved threshold and at each part's own EER
 threshold, for the ensemble and each member. Nothing is chosen on an evaluation part. Stages run the commands a
-user would type, as function calls, and are skipped when done with the same arguments (`voxtrace.recipes.stages`).
+user would type, as function calls, and are skipped when done with the same arguments (`voxtrace.recipes.stages`)
+and the same inputs: a member whose resolved config changed is trained again, and the predictions are redone
+when a checkpoint, a weight or the threshold changed. A run under the model dir that is not a member gets weight 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import time
@@ -53,6 +56,17 @@ def choose_weights(oof: dict[str, pd.DataFrame], classes, positive: str, step: f
     return {name: float(table.iloc[0][name]) for name in names}, table
 
 
+def renew_when_changed(stages: Stages, key: str, inputs, names) -> None:
+    """Forget the finished stages `names` when `inputs` differ from those recorded under `key` the last time."""
+    file = stages.root / f"{key}.inputs"
+    digest = hashlib.sha1(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+    if file.is_file() and file.read_text().strip() == digest:
+        return
+    for name in names:
+        stages.marker(name).unlink(missing_ok=True)
+    atomic_write_text(file, digest + "\n")
+
+
 def run(out: Path, feature_cache: Path, step: float = 0.1) -> dict:
     """Every stage, then the results (also written to `out/results.{md,json}`)."""
     from voxtrace.commands.predict import per_model_path
@@ -68,24 +82,34 @@ def run(out: Path, feature_cache: Path, step: float = 0.1) -> dict:
     if not all((data_dir / f).is_file() for f in ["metadata.csv", *LABEL_FILES.values()]):
         stages.run("corpus", "corpus", out=str(data_dir), seed=cfg.seed)
     models = out / "models"
+    member_runs = []
     for name, member_cfg in MEMBERS.items():
         clock = time.time()
         values = {"cfg": member_cfg, "resume": True, "model_name": name, "output_dir": str(models)}
         if Config.load(member_cfg).model.head.kind != "dense":  # a frozen member: features shared with `make demo`
             values["overrides"] = [f"model.head.cache_dir={feature_cache}"]
+        member = Config.load(member_cfg, [f"model.name={name}", *values.get("overrides", [])])
+        renew_when_changed(stages, f"train-{name}", member.to_dict(), [f"train-{name}"])
         stages.run(f"train-{name}", "train", **values)
+        member_runs.append(member.run_name)
         timings[f"train {name}"] = time.time() - clock
 
     clock = time.time()
-    runs = {run.run_dir.name: run for run in Ensemble(models).runs}
+    every_run = Ensemble(models).runs
+    runs = {run.run_dir.name: run for run in every_run if run.run_dir.name in member_runs}
+    for other in sorted({run.run_dir.name for run in every_run} - set(runs)):
+        print(f"{models / other}: not a run of {list(MEMBERS.values())}; weight 0", flush=True)
     oof = {name: pd.read_csv(run.files.oof) for name, run in runs.items()}
     positive = cfg.infer.decision.positive
     weights, table = choose_weights(oof, cfg.classes, positive, step)
-    weight_args = [f"{name}={w:g}" for name, w in weights.items()]
+    weight_args = [f"{run.run_dir.name}={weights.get(run.run_dir.name, 0.0):g}" for run in every_run]
     settings = infer_settings(next(iter(runs.values())).cfg)
     ensemble = Ensemble(models, agg=settings.agg, weights=weight_args)
     decision = load_or_fit_decision(ensemble, decision_settings(ensemble.cfg), refit=True)
     atomic_write_csv(out / "member_weights.csv", table)
+    checkpoints = {str(p): p.stat().st_mtime_ns for r in every_run for p in r.checkpoints}
+    renew_when_changed(stages, "predict", [checkpoints, weight_args, decision["threshold"]],
+                       [f"{stage}-{part}" for stage in ("predict", "evaluate") for part in CROSS_PARTS])
     timings["weights + calibration"] = time.time() - clock
 
     parts = {}

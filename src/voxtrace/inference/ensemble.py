@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from voxtrace.inference.checkpoints import ModelRun, discover_runs, load_checkpoint
-from voxtrace.vocabulary import AGGREGATIONS
+from voxtrace.vocabulary import AGGREGATIONS, FROZEN_HEADS
 
 _EPS = 1e-7
 
@@ -196,6 +196,11 @@ class Ensemble:
         return apply_open_set(probs, self.open_set["threshold"], self.classes, self.cfg.unknown_class,
                               self.open_set["score"])
 
+    def _cached_features(self, run: ModelRun, clips) -> bool:
+        """Whether `run` is scored from cached frozen features: a frozen-head run, files on disk, no TTA."""
+        return (run.cfg.model.head.kind in FROZEN_HEADS and self.tta == 1
+                and all(isinstance(c, Path) for c in clips))
+
     def _predict(self, paths: list[Path], sources, progress: bool) -> EnsembleResult:
         from voxtrace.inference.predictor import predict_models
 
@@ -204,10 +209,16 @@ class Ensemble:
         for i, run in enumerate(self.members):
             models = self.models(run)
             desc = f"model {i + 1}/{len(self.members)} {run.name} ({len(models)} ckpt)"
-            fold_probs, run_errors = predict_models(
-                models, run.cfg, sources(run), batch_size=self.batch_size, tta=self.tta, desc=desc,
-                progress=progress, max_duration=self.max_duration,
-            )
+            clips = sources(run)
+            if self._cached_features(run, clips):
+                from voxtrace.inference.features import predict_frozen
+
+                fold_probs, run_errors = predict_frozen(models, run.cfg, clips, progress=progress)
+            else:
+                fold_probs, run_errors = predict_models(
+                    models, run.cfg, clips, batch_size=self.batch_size, tta=self.tta, desc=desc, progress=progress,
+                    max_duration=self.max_duration,
+                )
             if not self.resident:
                 del models
                 _release_models()

@@ -221,6 +221,20 @@ class _FileScores:
         return per_pass.mean(axis=0)
 
 
+def merge_window_scores(scores: np.ndarray, counts, agg: str) -> np.ndarray:
+    """Clip scores `[n, C]` from window scores `[sum(counts), C]` (each clip's windows in a row), merged by
+    `agg` (`audio.window_agg`) as `predict_models` merges a clip's windows."""
+    out, start = [], 0
+    for count in counts:
+        clip = _FileScores(1, 1, scores.shape[1], agg)
+        clip.expect([scores[start: start + count]], last=True)
+        for row in scores[start: start + count]:
+            clip.add(0, row[None])
+        out.append(clip.result()[0])
+        start += count
+    return np.asarray(out, np.float32)
+
+
 def _lookahead(cfg, batch_size: int, tta: int, max_duration: float) -> int:
     """Decoded pieces kept ahead of the model: enough to keep it busy, few enough for free RAM."""
     piece_bytes = max_duration * cfg.audio.sample_rate * 4 * tta / cfg.audio.window_hop

@@ -5,9 +5,9 @@ every epoch, so training it end to end recomputes them for nothing. Here each tr
 cut into the windows `voxtrace predict` uses (`inference.windows.tta_windows`, pass 0), every window goes
 through the backbone once, and the clip's feature vector is the mean of its window features. With
 `model.head.augment_draws: n` each clip also gets n augmented copies (the `augment` section's voice and
-channel perturbations, seeded by the clip and the draw). Features are cached on disk (`FeatureCache`) under
-a fingerprint of the backbone (name, options, weights) and the windowing, keyed by the clip's path, size,
-modification time and draw, so the supervised and semi-supervised runs and every fold share them.
+channel perturbations, seeded by the clip and the draw). Features are cached on disk
+(`voxtrace.inference.features`), so the supervised and semi-supervised runs, every fold and `predict` share
+them.
 
 The head (`model.head.kind`: logistic, mlp, knn; `voxtrace.models.heads`) is fitted on the clip features.
 Leave-voice-out out-of-fold probabilities come for free: the head is refitted without each fold's voices
@@ -21,18 +21,15 @@ the out-of-fold scores then applies to models of the kind that produced them.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from voxtrace.config import ConfigError
+from voxtrace.inference.features import FeatureCache, cache_root, extract_features, feature_extractor, fingerprint
 from voxtrace.io import atomic_path, atomic_write_csv
 from voxtrace.rundir import ALL_DATA
 from voxtrace.training.balance import balance_rows
@@ -44,116 +41,6 @@ HEAD_SAVES = ("all", "folds")  # model.head.save
 def is_frozen(cfg) -> bool:
     """Whether `cfg` trains a frozen-feature head instead of the whole model."""
     return cfg.model.head.kind in FROZEN_HEADS
-
-
-# ---- feature extraction and its cache -----------------------------------------------------------------------
-class FeatureCache:
-    """Window features `[windows, D]` of one clip and draw, one `.npy` file each under `root/fingerprint/`."""
-
-    def __init__(self, root, fingerprint: str):
-        self.dir = Path(root) / fingerprint
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    @staticmethod
-    def key(path, draw: int) -> str:
-        stat = os.stat(path)
-        raw = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{draw}"
-        return hashlib.sha1(raw.encode()).hexdigest()
-
-    def get(self, path, draw: int) -> np.ndarray | None:
-        file = self.dir / f"{self.key(path, draw)}.npy"
-        return np.load(file) if file.is_file() else None
-
-    def put(self, path, draw: int, features: np.ndarray) -> None:
-        with atomic_path(self.dir / f"{self.key(path, draw)}.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, features.astype("float32"))
-
-
-def fingerprint(cfg, extractor: keras.Model) -> str:
-    """What the cached features depend on: the backbone, its weights, the windowing and the augmentation."""
-    settings = {
-        "model": [cfg.model.name, cfg.model.pretrain, cfg.model.options], "features": cfg.to_dict()["features"],
-        "audio": [cfg.audio.sample_rate, cfg.num_samples, cfg.audio.window_hop, cfg.audio.pad_mode],
-        "augment": cfg.to_dict()["augment"], "seed": cfg.seed,
-    }
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode())
-    for weight in extractor.weights:
-        digest.update(np.ascontiguousarray(weight.numpy()).tobytes()[:4096])
-    return f"{cfg.model.name}-{digest.hexdigest()[:16]}"
-
-
-def feature_extractor(cfg) -> keras.Model:
-    """The backbone of `cfg` with its front-end: waveforms `[B, num_samples]` -> pooled features `[B, D]`."""
-    from voxtrace.models import build_classifier
-
-    return build_classifier(cfg)  # a frozen head without its arrays ends at the features
-
-
-def _draw_seed(cfg, path, draw: int) -> np.ndarray:
-    digest = hashlib.sha1(f"{Path(path).name}|{draw}".encode()).digest()
-    return np.array([cfg.seed, int.from_bytes(digest[:4], "little") & 0x7FFFFFFF], dtype=np.int64)
-
-
-def _clip_windows(cfg, path, draw: int) -> np.ndarray:
-    """The windows `predict` scores (pass 0) of one clip, after the draw's augmentation (draw 0: none)."""
-    from voxtrace.data.audio import load_audio
-    from voxtrace.inference.windows import tta_windows
-
-    x = load_audio(path, cfg.audio.sample_rate)
-    if draw:
-        from voxtrace.data.augment import augment_waveform
-
-        x = augment_waveform(x, cfg.augment, cfg.audio.sample_rate, seed=_draw_seed(cfg, path, draw)).numpy()
-    return tta_windows(x, cfg, 1, np.random.default_rng(0))[0]
-
-
-def extract_features(cfg, extractor: keras.Model, paths, draws: int = 0, cache: FeatureCache | None = None,
-                     batch_size: int = 16, progress: bool = True):
-    """Window features of every clip and draw: `({(path, draw): [windows, D]}, {path: error message})`.
-
-    Clips that cannot be decoded are reported in the error dict and left out; every other clip is processed.
-    """
-    features, errors = {}, {}
-    todo = []
-    for path in paths:
-        for draw in range(draws + 1):
-            cached = cache.get(path, draw) if cache else None
-            if cached is None:
-                todo.append((path, draw))
-            else:
-                features[(path, draw)] = cached
-    pending, owners = [], []
-
-    def flush():
-        if not pending:
-            return
-        batch = np.concatenate(pending)
-        padded = np.concatenate([batch, np.zeros((-len(batch) % batch_size, batch.shape[1]), batch.dtype)])
-        out = np.concatenate([extractor.predict_on_batch(padded[i: i + batch_size])
-                              for i in range(0, len(padded), batch_size)])[: len(batch)]
-        start = 0
-        for (path, draw), count in owners:
-            features[(path, draw)] = out[start: start + count]
-            if cache:
-                cache.put(path, draw, features[(path, draw)])
-            start += count
-        pending.clear()
-        owners.clear()
-
-    bar = tqdm(todo, desc=f"features {cfg.model.name}", unit="clip", disable=not progress or not todo)
-    for path, draw in bar:
-        try:
-            windows = _clip_windows(cfg, path, draw)
-        except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
-            errors[str(path)] = f"{type(err).__name__}: {err}"
-            continue
-        pending.append(windows)
-        owners.append(((path, draw), len(windows)))
-        if sum(len(p) for p in pending) >= 4 * batch_size:
-            flush()
-    flush()
-    return features, errors
 
 
 # ---- fitting -----------------------------------------------------------------------------------------------
@@ -211,7 +98,7 @@ def _fit_mlp(cfg, z, targets, weights, fitted):
 
 def head_probs(cfg, fitted, window_features: list[np.ndarray]) -> np.ndarray:
     """Clip probabilities as `predict` computes them: the head on every window, merged by `audio.window_agg`."""
-    from voxtrace.inference.predictor import _FileScores
+    from voxtrace.inference.predictor import merge_window_scores
     from voxtrace.models.classifier import CLASSIFIER_LAYER
     from voxtrace.models.heads import frozen_head
 
@@ -221,15 +108,7 @@ def head_probs(cfg, fitted, window_features: list[np.ndarray]) -> np.ndarray:
     fitted.assign(model)
     flat = np.concatenate(window_features).astype("float32")
     window_probs = np.asarray(model(flat, training=False), dtype=np.float64)
-    out, start = [], 0
-    for feats in window_features:
-        scores = _FileScores(1, 1, cfg.num_classes, cfg.audio.window_agg)
-        scores.expect([feats], last=True)
-        for row in window_probs[start: start + len(feats)]:
-            scores.add(0, row[None])
-        out.append(scores.result()[0])
-        start += len(feats)
-    return np.asarray(out, dtype=np.float32)
+    return merge_window_scores(window_probs, [len(f) for f in window_features], cfg.audio.window_agg)
 
 
 # ---- the training run --------------------------------------------------------------------------------------
@@ -248,7 +127,7 @@ def train_frozen(cfg, run, frame: pd.DataFrame, pseudo: pd.DataFrame | None, tar
     if head.save not in HEAD_SAVES:
         raise ConfigError(f"model.head.save must be one of {list(HEAD_SAVES)}. Received: model.head.save={head.save!r}")
     extractor = feature_extractor(cfg)
-    cache = FeatureCache(head.cache_dir or Path(cfg.output_dir) / "feature_cache", fingerprint(cfg, extractor))
+    cache = FeatureCache(cache_root(cfg), fingerprint(cfg, extractor))
     paths = list(frame["path"])
     pseudo_paths = [] if pseudo is None else list(pseudo["path"])
     progress = cfg.train.verbose > 0
