@@ -29,9 +29,10 @@ from voxtrace.recipes.demo import load_results
 
 REPO = Path(__file__).resolve().parents[1]
 PER_CLASS = 5
-MODEL = "cnn4"  # trained end to end, in the demo config's two voice-disjoint folds
-FROZEN = "dilated_cnn"  # a logistic head fitted on its (random, frozen) features: the frozen-member path
-RUNS = {f"supervised/{MODEL}-32x64", f"supervised/{FROZEN}-32x64", f"semi/{FROZEN}-32x64"}
+MODEL = "ResNet18"  # the demo's CNN, trained end to end in the demo config's two voice-disjoint folds
+FROZEN = "whisper_tiny_en"  # the demo's frozen member, with its own config (configs/demo-whisper.yaml)
+CNN_RUN, FROZEN_RUN = f"{MODEL}-32x64", f"{FROZEN}-1s-logistic"  # run names: image size, or window and head
+RUNS = {f"supervised/{CNN_RUN}", f"supervised/{FROZEN_RUN}", f"semi/{FROZEN_RUN}"}
 BASELINE = "MFCC/LFCC + SVM (classical)"
 REJECTION = "ensemble+rejection"
 
@@ -39,10 +40,9 @@ pytestmark = pytest.mark.skipif(bool(missing_programs()), reason="speech engines
 
 
 def tiny_config(root: Path) -> Path:
-    """`configs/demo.yaml` shrunk to seconds: 1 s windows, 32x64 images, one epoch; every file pseudo-labelled;
-    and beside it the frozen member's config (a logistic head, windows merged geometrically)."""
-    cfg = {
-        "base": str(REPO / "configs" / "demo.yaml"),
+    """`configs/demo.yaml` and `configs/demo-whisper.yaml` (the demo's two members, as they are) shrunk to seconds:
+    1 s windows, 32x64 images, one epoch; every file pseudo-labelled."""
+    shrink = {
         "output_dir": str(root / "run"),
         "data": {"root": str(root / "data")},
         "audio": {"duration": 1.0},
@@ -52,8 +52,8 @@ def tiny_config(root: Path) -> Path:
         "infer": {"pseudo_threshold": 0.0},  # an untrained model is never confident: keep every clip
     }
     path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    frozen = {"base": "tiny.yaml", "audio": {"window_agg": "geometric"}, "model": {"head": {"kind": "logistic"}}}
+    path.write_text(yaml.safe_dump({"base": str(REPO / "configs" / "demo.yaml"), **shrink}))
+    frozen = {"base": str(REPO / "configs" / "demo-whisper.yaml"), **shrink}
     (root / "tiny-frozen.yaml").write_text(yaml.safe_dump(frozen))
     return path
 
@@ -175,17 +175,17 @@ def test_ensemble_choices_are_fitted_on_out_of_fold_scores(demo):
                       zero_division=0) for n, f in oof.items()}
     for name in RUNS:
         assert choice["lvo_f1"][name] == pytest.approx(f1[name], abs=1e-9)
-    semi, kept = f"semi/{FROZEN}-32x64", f"supervised/{FROZEN}-32x64"
-    assert sorted(choice["kept"]) == sorted([kept, f"supervised/{MODEL}-32x64"])
+    semi, kept = f"semi/{FROZEN_RUN}", f"supervised/{FROZEN_RUN}"
+    assert sorted(choice["kept"]) == sorted([kept, f"supervised/{CNN_RUN}"])
     assert choice["weights"][semi] == 0.0  # trained with pseudo-labels: its OOF scores are not voice-disjoint
     order = oof[kept]["path"]
-    a = oof[f"supervised/{MODEL}-32x64"].set_index("path").loc[order, classes].to_numpy()
+    a = oof[f"supervised/{CNN_RUN}"].set_index("path").loc[order, classes].to_numpy()
     b = oof[kept].set_index("path").loc[order, classes].to_numpy()
     y = oof[kept]["label"].map(classes.index).to_numpy()
     grid = {w: f1_score(y, (w * a + (1 - w) * b).argmax(1), average="macro", labels=range(len(classes)),
                         zero_division=0) for w in np.round(np.arange(11) / 10, 1)}
     assert choice["lvo_f1"]["ensemble"] == pytest.approx(max(grid.values()), abs=1e-9)
-    w = choice["weights"][f"supervised/{MODEL}-32x64"]
+    w = choice["weights"][f"supervised/{CNN_RUN}"]
     assert grid[round(w, 1)] == pytest.approx(max(grid.values()), abs=1e-9)
     assert w + choice["weights"][kept] == pytest.approx(1.0)
     mixed = (w * a + (1 - w) * b).astype(np.float32)  # as the ensemble aggregates: float32 probabilities

@@ -43,11 +43,30 @@ def _parser_for(verb: str, prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class ConsoleHandler(logging.Handler):
+    """voxtrace's reports on the console: INFO records (progress of long work) as plain lines on stdout,
+    warnings and errors as `LEVEL name: message` on stderr; the streams are looked up at each record, so a
+    redirected stdout gets them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.WARNING:
+            stream, text = sys.stdout, record.getMessage()
+        else:
+            stream, text = sys.stderr, f"{record.levelname} {record.name}: {record.getMessage()}"
+        stream.write(text + "\n")
+        stream.flush()
+
+
 def configure_logging() -> None:
-    """Library modules log through `logging.getLogger(__name__)`: voxtrace's records from INFO up, other
-    libraries' from WARNING up, one line each on stderr. Commands print their results to stdout."""
+    """One logging style: library modules report through `logging.getLogger(__name__)` (never `print`);
+    voxtrace's records from INFO up go to `ConsoleHandler`, other libraries' from WARNING up to stderr.
+    Commands print their own results to stdout."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("voxtrace").setLevel(logging.INFO)
+    root = logging.getLogger("voxtrace")
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    if not any(isinstance(h, ConsoleHandler) for h in root.handlers):
+        root.addHandler(ConsoleHandler())
 
 
 def os_error_line(verb: str, err: OSError) -> str:

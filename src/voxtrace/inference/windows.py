@@ -14,7 +14,6 @@ import numpy as np
 from voxtrace.vocabulary import PAD_MODES
 
 
-
 def pad_window(x: np.ndarray, num_samples: int, pad_mode: str = "constant") -> np.ndarray:
     """A clip shorter than one window, padded to `num_samples` as outside training: silence after it
     (`constant`, and `random`, which draws only in training) or the clip mirrored back and forth (`reflect`)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from voxtrace.data.corpus.build import CROSS_PARTS, EVAL_PARTS, HELD_OUT_AXES, L
 from voxtrace.inference.ensemble import fit_member_weights
 from voxtrace.io import atomic_savefig, atomic_write_csv, atomic_write_json, atomic_write_text
 from voxtrace.recipes.stages import Stages
+
+log = logging.getLogger(__name__)
 
 # What the final ensemble is held to; printed by every run. Parts 4 and 5 (CROSS_PARTS) are built apart from
 # training (cross-corpus), part 5 through the channel families train never uses.
@@ -302,7 +305,7 @@ def _save_results(plan: DemoPlan, rows: list[dict], choice: dict) -> dict:
                          format_targets(targets), format_stage_seconds(results["stage_seconds"])])
     atomic_write_text(plan.out / "results.md", text + "\n")
     _plot_results(table, plan.out / "results.png")
-    print("\n" + text)
+    log.info("\n" + text)
     return results
 
 

@@ -9,10 +9,13 @@ gained an evaluation part to predict) runs again.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 from voxtrace.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 class Stages:
@@ -42,10 +45,10 @@ class Stages:
         from voxtrace.cli import run_command
 
         if self.done(name, verb, values):
-            print(f"[skip] {name}: done before ({self.marker(name)})")
+            log.info(f"[skip] {name}: done before ({self.marker(name)})")
             return
         line = self.describe(verb, values)
-        print(f"\n[run] {name}: {line}", flush=True)
+        log.info(f"\n[run] {name}: {line}")
         start = time.time()
         code = run_command(verb, **values)
         if code != 0:

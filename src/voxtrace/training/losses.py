@@ -7,7 +7,6 @@ import keras
 from voxtrace.vocabulary import LOSSES
 
 
-
 def get_loss(cfg) -> keras.losses.Loss:
     """The loss named by `cfg.train.loss`, with no reduction (one value per sample).
 

@@ -9,7 +9,6 @@ from keras import ops
 from voxtrace.vocabulary import OPTIMIZERS
 
 
-
 @keras.saving.register_keras_serializable(package="voxtrace")
 class RectifiedAdam(keras.optimizers.Optimizer):
     """Rectified Adam (Liu et al., 2020): Adam whose adaptive step is switched on, and rectified, only once

@@ -15,7 +15,6 @@ from keras import ops
 from voxtrace.vocabulary import SCHEDULERS
 
 
-
 @keras.saving.register_keras_serializable(package="voxtrace")
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Warm-up, sustain and decay, evaluated at `step / steps_per_epoch` epochs.

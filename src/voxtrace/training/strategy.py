@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import random
 
@@ -13,6 +14,7 @@ import tensorflow as tf
 
 from voxtrace.vocabulary import STRATEGIES
 
+log = logging.getLogger(__name__)
 
 
 def _tf_config_workers() -> int:
@@ -57,8 +59,8 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """
     strategy = _choose_strategy(name)
     replicas = strategy.num_replicas_in_sync
-    print(f"> {tensorflow_summary()} | strategy {type(strategy).__name__}, {replicas} replica"
-          + ("s" if replicas != 1 else ""), flush=True)
+    log.info(f"> {tensorflow_summary()} | strategy {type(strategy).__name__}, {replicas} replica"
+             + ("s" if replicas != 1 else ""))
     return strategy
 
 

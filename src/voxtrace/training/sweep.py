@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 import traceback
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ import yaml
 
 from voxtrace.config import Config, ConfigError
 from voxtrace.rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 METRICS = ("acc", "f1", "auc")
 RESERVED_KEYS = {"seed": "pass seeds with --seeds", "output_dir": "the sweep names each run's folder itself"}
@@ -181,20 +184,18 @@ def run_sweep(cfg: Config, grid: dict[str, list] | None = None, seeds: list[int]
     if train_fn is None:
         from voxtrace.training.trainer import train as train_fn
     sweep_dir = Path(cfg.output_dir)
-    print(f"> sweep: {len(planned)} runs ({len(planned) // max(1, len({r.seed for r in planned}))} settings x "
-          f"{len({r.seed for r in planned})} seeds) -> {sweep_dir}", flush=True)
+    log.info(f"> sweep: {len(planned)} runs ({len(planned) // max(1, len({r.seed for r in planned}))} settings x "
+             f"{len({r.seed for r in planned})} seeds) -> {sweep_dir}")
     rows, failed = [], []
     for i, run in enumerate(planned, 1):
-        print(f"\n> sweep run {i}/{len(planned)}: {_describe(run.setting, run.seed)} -> {run.cfg.output_dir}",
-              flush=True)
+        log.info(f"\n> sweep run {i}/{len(planned)}: {_describe(run.setting, run.seed)} -> {run.cfg.output_dir}")
         row = {"setting": run.label, "seed": run.seed, "output_dir": run.cfg.output_dir, "status": "ok", "error": ""}
         try:
             train_fn(run.cfg, **train_kwargs)
         except Exception as err:  # one failed run must not stop the sweep
             message = f"{type(err).__name__}: {err}"
             traceback.print_exc()
-            print(f"! sweep run {i}/{len(planned)} failed ({_describe(run.setting, run.seed)}): {message}",
-                  flush=True)
+            log.info(f"! sweep run {i}/{len(planned)} failed ({_describe(run.setting, run.seed)}): {message}")
             row.update(status="failed", error=message)
             failed.append((run, message))
         else:
@@ -206,8 +207,8 @@ def run_sweep(cfg: Config, grid: dict[str, list] | None = None, seeds: list[int]
     atomic_write_csv(sweep_dir / "sweep_runs.csv", run_rows, index=False)
     atomic_write_csv(sweep_dir / "sweep.csv", table, index=False)
     atomic_write_text(sweep_dir / "sweep.md", markdown_table(table))
-    print("\n" + markdown_table(table), flush=True)
-    print(f"> sweep tables: {sweep_dir / 'sweep.csv'}, {sweep_dir / 'sweep.md'}", flush=True)
+    log.info("\n" + markdown_table(table))
+    log.info(f"> sweep tables: {sweep_dir / 'sweep.csv'}, {sweep_dir / 'sweep.md'}")
     for run, message in failed:
-        print(f"! failed: {_describe(run.setting, run.seed)}: {message}", flush=True)
+        log.info(f"! failed: {_describe(run.setting, run.seed)}: {message}")
     return SweepResult(table=table, runs=run_rows, failed=failed)

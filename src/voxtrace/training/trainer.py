@@ -12,6 +12,7 @@ scores). Frozen-feature heads take `voxtrace.training.frozen.train_frozen` inste
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from voxtrace.training.plots import plot_history, plot_lr_schedule
 from voxtrace.training.schedules import build_schedule
 from voxtrace.training.strategy import get_strategy, is_chief, seed_everything, set_mixed_precision
 
+log = logging.getLogger(__name__)
 
 def _one_hot(labels: pd.Series, classes: list[str]) -> np.ndarray:
     index = {name: i for i, name in enumerate(classes)}
@@ -70,14 +72,14 @@ def load_pseudo_frame(cfg, labelled_paths) -> pd.DataFrame | None:
 
 def _log(chief: bool, message: str) -> None:
     if chief:
-        print(message, flush=True)
+        log.info(message)
 
 
 def _wandb_run(cfg, name):
     try:
         import wandb
     except ImportError:
-        print("train.wandb is on but the wandb package is not installed; not logging to W&B", flush=True)
+        log.warning("train.wandb is on but the wandb package is not installed; not logging to W&B")
         return None
     return wandb.init(project="voxtrace", name=name, config=cfg.to_dict(), reinit=True)
 
@@ -279,7 +281,7 @@ def _score_fold(cfg, run: RunDir, fold, ckpt: Path, valid_rows: pd.DataFrame, st
     probs, errors = predict_files(model, cfg, list(valid_rows["path"]), tta=cfg.train.tta,
                                   desc=f"OOF {run.part(fold)}", progress=cfg.train.verbose > 0)
     for path, message in list(errors.items())[:5]:
-        print(f"  skipped {path}: {message}", flush=True)
+        log.warning(f"skipped {path}: {message}")
     oof = valid_rows[["path", "track", "label", "fold"]].copy()
     oof[cfg.classes] = probs
     scores, _, _ = _evaluate(cfg, oof, run.csv("report", fold), f"{run.part(fold)} OOF")
@@ -300,7 +302,7 @@ def _evaluate(cfg, oof: pd.DataFrame, report_path: Path, title: str):
     probs = oof.loc[ok, cfg.classes].to_numpy()
     scores = {k: float(v) for k, v in classification_scores(y_true, probs, cfg.classes).items()}
     atomic_write_csv(report_path, per_class_report(y_true, probs.argmax(1), cfg.classes))
-    print(f"> {title}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
+    log.info(f"> {title}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return scores, y_true, probs.argmax(1)
 
 
