@@ -169,7 +169,7 @@ def test_raw_and_spectrogram_models_ensemble_through_inference(tmp_path):
     clips = write_clips(tmp_path / "clips", n=3)
 
     result = Ensemble(model_dir).predict(clips, progress=False)
-    assert set(result.per_model) == {"rawnet2_tiny-32x64", "cnn4-32x64"} and not result.errors
+    assert set(result.per_model) == {"rawnet2_tiny-0.25s", "cnn4-32x64"} and not result.errors
     for run_name, probs in result.per_model.items():
         cfg = Config.load(model_dir / run_name / "cfg" / "config.yaml")
         alone, _ = predict_files(load_checkpoint(model_dir / run_name / "ckpt" / "fold-0.keras"), cfg, clips,

@@ -169,7 +169,7 @@ def test_each_clips_weight_scales_its_share_of_the_gradient():
     np.testing.assert_allclose(model.trainable_variables[1].numpy(), bias - lr * delta.sum(0), rtol=1e-5, atol=1e-6)
 
 
-def _noise_recall_with_pseudo_weight(tmp_path, weight):
+def _noise_probability_with_pseudo_weight(tmp_path, weight):
     """Train cnn4 on labelled tones plus pseudo-labelled noise clips of loss weight `weight` (all data, 16 steps);
     returns the noise probability the checkpoint gives each noise clip."""
     from fixtures_training import make_tone_noise_corpus, tone_noise_overrides
@@ -197,9 +197,9 @@ def _noise_recall_with_pseudo_weight(tmp_path, weight):
 def test_a_class_whose_clips_all_weigh_zero_is_not_learnt(tmp_path):
     """Pseudo-labelled noise clips at weight 1 teach the class (the control); at weight 0 the same run never
     calls a noise clip noise: every clip's weight multiplies its loss."""
-    learnt = _noise_recall_with_pseudo_weight(tmp_path / "one", 1.0)
+    learnt = _noise_probability_with_pseudo_weight(tmp_path / "one", 1.0)
     assert (learnt > 0.5).all(), learnt
-    ignored = _noise_recall_with_pseudo_weight(tmp_path / "zero", 0.0)
+    ignored = _noise_probability_with_pseudo_weight(tmp_path / "zero", 0.0)
     assert (ignored < 0.5).all(), ignored
 
 
