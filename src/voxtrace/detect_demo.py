@@ -70,7 +70,9 @@ def renew_when_changed(stages: Stages, key: str, inputs, names) -> None:
 def run(out: Path, feature_cache: Path, step: float = 0.1) -> dict:
     """Every stage, then the results (also written to `out/results.{md,json}`)."""
     from voxtrace.commands.predict import per_model_path
-    from voxtrace.inference.decision import decision_settings, evaluate_scores, load_or_fit_decision
+    from voxtrace.evaluation.metrics import label_indices
+    from voxtrace.inference.decision import (decision_settings, detection_figures, evaluate_scores, fit_threshold,
+                                             load_or_fit_decision)
     from voxtrace.inference.ensemble import Ensemble
     from voxtrace.inference.settings import infer_settings
 
@@ -105,8 +107,15 @@ def run(out: Path, feature_cache: Path, step: float = 0.1) -> dict:
     weight_args = [f"{run.run_dir.name}={weights.get(run.run_dir.name, 0.0):g}" for run in every_run]
     settings = infer_settings(next(iter(runs.values())).cfg)
     ensemble = Ensemble(models, agg=settings.agg, weights=weight_args)
-    decision = load_or_fit_decision(ensemble, decision_settings(ensemble.cfg), refit=True)
+    rule = decision_settings(ensemble.cfg)
+    decision = load_or_fit_decision(ensemble, rule, refit=True)
     atomic_write_csv(out / "member_weights.csv", table)
+    # each member alone, at the threshold its own out-of-fold scores give under the same rule
+    oof_figures, member_thresholds = {"ensemble": decision["oof"]}, {}
+    for name, frame in oof.items():
+        is_positive = label_indices(frame["label"], cfg.classes) == cfg.classes.index(positive)
+        member_thresholds[name] = fit_threshold(is_positive, frame[positive], rule.rule, rule.target_far)
+        oof_figures[name] = detection_figures(is_positive, frame[positive], member_thresholds[name])
     checkpoints = {str(p): p.stat().st_mtime_ns for r in every_run for p in r.checkpoints}
     renew_when_changed(stages, "predict", [checkpoints, weight_args, decision["threshold"]],
                        [f"{stage}-{part}" for stage in ("predict", "evaluate") for part in CROSS_PARTS])
@@ -124,10 +133,12 @@ def run(out: Path, feature_cache: Path, step: float = 0.1) -> dict:
                    decision=str(models))
         parts[part] = {"ensemble": json.loads((out / "reports" / part / "detection.json").read_text())}
         for name in runs:
-            parts[part][name] = evaluate_scores(per_model_path(pred, runs[name].name), labels, cfg.classes, positive)
+            parts[part][name] = evaluate_scores(per_model_path(pred, runs[name].name), labels, cfg.classes, positive,
+                                                member_thresholds[name])
         timings[f"predict + evaluate {part}"] = time.time() - clock
     timings["total"] = time.time() - started
-    results = {"weights": weights, "decision": decision, "parts": parts, "timings_s": timings}
+    results = {"weights": weights, "decision": decision, "parts": {"train OOF": oof_figures, **parts},
+               "timings_s": timings}
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", results_markdown(results))
     print(results_markdown(results))
@@ -141,15 +152,19 @@ def results_markdown(results: dict) -> str:
              "Every choice is made on leave-voice-out out-of-fold scores of train, never on these parts: the member "
              "weights (lowest out-of-fold EER over a grid) and the decision threshold "
              f"(`{decision['rule']}` rule: spoof when P(spoof) >= {decision['threshold']:.4f}; "
-             f"out-of-fold EER {decision['oof']['eer']:.4f}). minDCF uses ASVspoof 5's costs. The accuracy at the "
-             "EER threshold uses each part's own EER point (an oracle, for comparison).", "",
-             "| part | model | weight | EER | minDCF | acc at saved threshold | acc at EER threshold | clips (spoof) |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"out-of-fold EER {decision['oof']['eer']:.4f}). A member's saved threshold is the one its own "
+             "out-of-fold scores give under the same rule. minDCF uses ASVspoof 5's costs. The accuracy at the EER "
+             "threshold uses each part's own EER point (an oracle, for comparison). `train OOF`: the leave-voice-out "
+             "out-of-fold scores the choices were made on. FA: spoof clips accepted as bona fide, FR: bona fide "
+             "clips flagged as spoof, at the saved threshold.", "",
+             "| part | model | weight | EER | minDCF | acc at saved threshold | FA / FR at saved threshold | "
+             "acc at EER threshold | clips (spoof) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for part, models in results["parts"].items():
         for name, f in models.items():
             weight = "" if name == "ensemble" else f"{results['weights'][name]:.1f}"
-            saved = f"{f['acc']:.4f}" if "acc" in f else ""
-            lines.append(f"| {part} | {name} | {weight} | {f['eer']:.4f} | {f['min_dcf']:.4f} | {saved} | "
+            lines.append(f"| {part} | {name} | {weight} | {f['eer']:.4f} | {f['min_dcf']:.4f} | {f['acc']:.4f} | "
+                         f"{f['false_acceptance']:.3f} / {f['false_rejection']:.3f} | "
                          f"{f['acc_at_eer_threshold']:.4f} | {f['n']} ({f['n_positive']}) |")
     lines += ["", "Seconds per stage (a stage done before is skipped): "
               + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_s"].items()), ""]

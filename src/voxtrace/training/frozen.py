@@ -14,13 +14,14 @@ Leave-voice-out out-of-fold probabilities come for free: the head is refitted wi
 (`data.folds`, `training.folds.assign_folds`) and scores that fold's clips as `predict` would (the head
 applied to every window, windows merged with `audio.window_agg`). The checkpoints are full models, waveforms ->
 probabilities, that load like any other: with `model.head.save: all` (`ckpt/model.keras`) the head fitted on
-every clip; with `folds` (`ckpt/fold-K.keras`) each fold's head, fitted without fold K, the very heads behind
-the out-of-fold scores, which `predict` averages as it averages a CNN's folds: a decision threshold fitted on
-the out-of-fold scores then applies to models of the kind that produced them.
+every clip; with `folds` (`ckpt/fold-K.keras`) each fold's head, fitted without fold K: the models whose
+out-of-fold scores the ensemble weights and a decision threshold are fitted on, averaged by `predict` as a
+CNN's folds are.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from voxtrace.rundir import ALL_DATA
 from voxtrace.training.balance import balance_rows
 from voxtrace.vocabulary import FROZEN_HEADS
 
+log = logging.getLogger(__name__)
 HEAD_SAVES = ("all", "folds")  # model.head.save
 
 
@@ -134,9 +136,9 @@ def train_frozen(cfg, run, frame: pd.DataFrame, pseudo: pd.DataFrame | None, tar
     features, errors = extract_features(cfg, extractor, paths, head.augment_draws, cache, progress=progress)
     pseudo_features, pseudo_errors = extract_features(cfg, extractor, pseudo_paths, 0, cache, progress=progress)
     for path, message in list({**errors, **pseudo_errors}.items())[:5]:
-        print(f"  skipped {path}: {message}", flush=True)
-    print(f"> features of {len(paths):,} clips x {head.augment_draws + 1} draws + {len(pseudo_paths):,} pseudo-"
-          f"labelled in {time.time() - started:.0f} s (cache {cache.dir})", flush=True)
+        log.warning(f"skipped {path}: {message}")
+    log.info(f"> features of {len(paths):,} clips x {head.augment_draws + 1} draws + {len(pseudo_paths):,} pseudo-"
+             f"labelled in {time.time() - started:.0f} s (cache {cache.dir})")
 
     ok = np.array([(p, 0) in features for p in paths])
     frame = frame[ok].reset_index(drop=True)
@@ -159,9 +161,9 @@ def train_frozen(cfg, run, frame: pd.DataFrame, pseudo: pd.DataFrame | None, tar
         manifest = pd.DataFrame({"path": list(frame["path"][rows]) + pseudo_kept,
                                  "source": ["labelled"] * int(rows.sum()) + ["pseudo"] * len(pseudo_kept)})
         atomic_write_csv(run.csv("train", part), manifest)
-    print(f"> {cfg.run_name}: {head.kind} head on frozen features, leave-voice-out OOF macro-F1 "
-          f"{overall['f1']:.4f}, done in {time.time() - started:.0f} s -> "
-          + ", ".join(str(c) for c in checkpoints), flush=True)
+    log.info(f"> {cfg.run_name}: {head.kind} head on frozen features, leave-voice-out OOF macro-F1 "
+             f"{overall['f1']:.4f}, done in {time.time() - started:.0f} s -> "
+             + ", ".join(str(c) for c in checkpoints))
     return {"run_dir": str(run.root), "checkpoints": [str(c) for c in checkpoints], "folds": {}, "overall": overall}
 
 
@@ -178,7 +180,7 @@ def save_head_checkpoints(cfg, run, extractor: keras.Model, heads: dict) -> list
             attach_head(extractor, cfg, fitted).save(tmp)
         saved.append(ckpt)
     for stale in set(run.checkpoints()) - set(saved):
-        print(f"  removed {stale} (not a checkpoint of model.head.save={cfg.model.head.save})", flush=True)
+        log.info(f"  removed {stale} (not a checkpoint of model.head.save={cfg.model.head.save})")
         stale.unlink()
     return saved
 
