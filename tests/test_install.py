@@ -116,7 +116,7 @@ def test_the_cuda_build_replaces_the_cpu_build_and_requirements_keep_no_other_te
     expected_core = [r for r in _requirements(ROOT / "requirements.txt")
                      if r.name not in ("tensorflow", "tensorflow-cpu")]
     assert [str(r) for r in core] == [str(r) for r in expected_core]
-    assert set(passed) == {"requirements-serve.txt", "requirements-test.txt"}
+    assert set(passed) == {"requirements-core.txt", "requirements-serve.txt", "requirements-test.txt"}
 
 
 def test_the_cpu_build_keeps_an_installed_cpu_build(tmp_path):
@@ -129,11 +129,11 @@ def test_the_cpu_build_keeps_an_installed_cpu_build(tmp_path):
 
 def test_every_role_is_an_extra_a_requirements_file_and_installed_by_make_test():
     dynamic = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["dynamic"]
-    assert dynamic["dependencies"] == {"file": ["requirements.txt"]}
+    assert dynamic["dependencies"] == {"file": ["requirements-core.txt"]}
     extras = {role: spec["file"] for role, spec in dynamic["optional-dependencies"].items()}
     files = {p.name.removeprefix("requirements-").removesuffix(".txt")
-             for p in ROOT.glob("requirements-*.txt")} - {"constraints"}
-    assert extras == {role: [f"requirements-{role}.txt"] for role in files}
+             for p in ROOT.glob("requirements-*.txt")} - {"constraints", "core"}
+    assert extras == {"train": ["requirements.txt"], **{role: [f"requirements-{role}.txt"] for role in files}}
     for role in files:
         assert _requirements(ROOT / f"requirements-{role}.txt"), role
 
@@ -226,8 +226,10 @@ def test_the_install_pulled_no_torch_and_no_cuda_wheels_for_the_cpu_build():
 def test_training_prints_the_tensorflow_build_devices_and_strategy(capsys):
     import tensorflow as tf
 
+    from voxtrace.cli import configure_logging
     from voxtrace.training.strategy import get_strategy
 
+    configure_logging()  # as every command does
     get_strategy("cpu")
     line = capsys.readouterr().out.strip()
     build = "CUDA" if tf.test.is_built_with_cuda() else "CPU"

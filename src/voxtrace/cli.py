@@ -44,29 +44,28 @@ def _parser_for(verb: str, prog: str | None = None) -> argparse.ArgumentParser:
 
 
 class ConsoleHandler(logging.Handler):
-    """voxtrace's reports on the console: INFO records (progress of long work) as plain lines on stdout,
-    warnings and errors as `LEVEL name: message` on stderr; the streams are looked up at each record, so a
-    redirected stdout gets them."""
+    """voxtrace's progress reports (INFO) as plain lines on stdout, looked up at each record so that a
+    redirected stdout gets them; warnings and errors go on to the root logger's handlers (stderr)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno < logging.WARNING:
-            stream, text = sys.stdout, record.getMessage()
-        else:
-            stream, text = sys.stderr, f"{record.levelname} {record.name}: {record.getMessage()}"
-        stream.write(text + "\n")
-        stream.flush()
+            sys.stdout.write(record.getMessage() + "\n")
+            sys.stdout.flush()
 
 
 def configure_logging() -> None:
-    """One logging style: library modules report through `logging.getLogger(__name__)` (never `print`);
-    voxtrace's records from INFO up go to `ConsoleHandler`, other libraries' from WARNING up to stderr.
-    Commands print their own results to stdout."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger("voxtrace")
-    root.setLevel(logging.INFO)
-    root.propagate = False
-    if not any(isinstance(h, ConsoleHandler) for h in root.handlers):
-        root.addHandler(ConsoleHandler())
+    """One logging style: library modules report through `logging.getLogger(__name__)` (never `print`).
+    voxtrace's INFO records go to `ConsoleHandler` (stdout); warnings and errors of every library, one line
+    each, to stderr (`LEVEL name: message`). Commands print their own results to stdout."""
+    if not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    package = logging.getLogger("voxtrace")
+    package.setLevel(logging.INFO)
+    if not any(isinstance(h, ConsoleHandler) for h in package.handlers):
+        package.addHandler(ConsoleHandler())
 
 
 def os_error_line(verb: str, err: OSError) -> str:
