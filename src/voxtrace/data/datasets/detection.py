@@ -102,15 +102,8 @@ def read_asvspoof21(root, track: str = "LA", split: str = "eval", paths_json: st
     if split != "all":
         table = table[table["subset"] == split]
     table = drop_duplicates(map_labels(table, "key", ASVSPOOF_KEYS), "trial")
-    audio = root / f"ASVspoof2021_{track}_eval" / "flac"
-    frame = table.assign(
-        path=[str((audio / f"{t}.flac").resolve()) for t in table["trial"]],
-        track=table["trial"] + ".flac",
-        group=table["speaker"],
-        attack=_attack(table["attack"]),
-    )
-    frame["source"] = frame["attack"]
-    return finish(frame, check, f"ASVspoof 2021 {track} {split}", extra=CONDITION_COLUMNS if conditions else ())
+    return _asvspoof_frame(table, "trial", root / f"ASVspoof2021_{track}_eval" / "flac", check, conditions,
+                           f"ASVspoof 2021 {track} {split}")
 
 
 def read_asvspoof5(root, split: str = "train", check: bool = True, conditions: bool = False) -> pd.DataFrame:
@@ -124,11 +117,18 @@ def read_asvspoof5(root, split: str = "train", check: bool = True, conditions: b
     audio = first_existing([root / f for f in folders], f"ASVspoof 5 {split} audio folder")
     table = read_fields(protocol, ASVSPOOF5_COLUMNS, min_fields=9)
     table = drop_duplicates(map_labels(table, "key", ASVSPOOF_KEYS), "file")
+    return _asvspoof_frame(table, "file", audio, check, conditions, f"ASVspoof 5 {split}")
+
+
+def _asvspoof_frame(table: pd.DataFrame, id_column: str, audio: Path, check: bool, conditions: bool,
+                    description: str) -> pd.DataFrame:
+    """The manifest of an ASVspoof protocol table: `audio/<id>.flac` per row, the speaker as `group`, the attack
+    as `source` (and as a condition column)."""
     frame = table.assign(
-        path=[str((audio / f"{f}.flac").resolve()) for f in table["file"]],
-        track=table["file"] + ".flac",
+        path=[str((audio / f"{name}.flac").resolve()) for name in table[id_column]],
+        track=table[id_column] + ".flac",
         group=table["speaker"],
         attack=_attack(table["attack"]),
     )
     frame["source"] = frame["attack"]
-    return finish(frame, check, f"ASVspoof 5 {split}", extra=CONDITION_COLUMNS if conditions else ())
+    return finish(frame, check, description, extra=CONDITION_COLUMNS if conditions else ())
