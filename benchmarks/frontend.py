@@ -1,12 +1,15 @@
 """Log-mel throughput: the voxtrace layer (batched, tf.function) vs librosa on the same clips and parameters.
 
-    python benchmarks/frontend.py [--clips 48] [--batch 16] [--rounds 3]
+    python benchmarks/frontend.py [--config configs/demo.yaml] [--clips 64] [--batch 32] [--rounds 7]
 
-Parameters are the default config's (6 s at 16 kHz, n_fft = win_length = 2048, 128 mel bands, the hop that
-gives W = 384 frames); the clips are espeak-ng speech (random noise if espeak-ng is missing). Warm-up calls
-are excluded; rounds are interleaved, each timed run starts after a short pause, and the best of each is
-kept. Prints clips/s of the layer as a plain tf.function, compiled with XLA (as Keras `fit` / `predict` run
-it) and of librosa; the last line, `frontend_speedup_vs_librosa: X`, uses the plain tf.function figure.
+Parameters are the demo config's (3 s at 16 kHz, n_fft = win_length = 256, 64 mel bands, the hop that gives
+W = 128 frames) and its batch of 32; the clips are espeak-ng speech (random noise if espeak-ng is missing).
+Warm-up calls are excluded; the contenders run in interleaved rounds (the order reversed every round), each
+timed run after a short pause (the layer goes over the clips `LAYER_PASSES` times per round, librosa
+once), and each round gives the ratio of the voxtrace layer's clips/s to librosa's.
+Prints the median clips/s of the layer as a plain tf.function, compiled with XLA (as Keras `fit` / `predict`
+run it) and of librosa; the last line, `frontend_speedup_vs_librosa: median=X min=.. max=.. iqr=..
+rounds=N`, uses the plain tf.function figure.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import argparse
 import os
 import shutil
 import subprocess
+import statistics
 import tempfile
-import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -27,10 +31,17 @@ import tensorflow as tf  # noqa: E402
 from voxtrace.config import Config  # noqa: E402
 from voxtrace.features import build_frontend  # noqa: E402
 
+from rounds import headline, interleaved  # noqa: E402
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
 
 # Pause before each timed run: numpy's OpenBLAS threads busy-wait for about 0.1 s after a call, which steals
 # the cores from whatever runs next; without it the order of the contenders changes their figures.
 SETTLE_S = 0.5
+# The layer is tens of times faster than librosa: it goes over the clips this many times per round, so that its
+# timed runs are long enough not to be timer and scheduler noise.
+LAYER_PASSES = 10
 
 
 def speech_clips(count: int, num_samples: int, sample_rate: int) -> np.ndarray:
@@ -50,12 +61,13 @@ def speech_clips(count: int, num_samples: int, sample_rate: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=48)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--config", default=str(DEMO_CONFIG))
+    parser.add_argument("--clips", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
 
-    cfg = Config()
+    cfg = Config.load(args.config)
     f, sr, n = cfg.features, cfg.audio.sample_rate, cfg.num_samples
     clips = speech_clips(args.clips, n, sr)
     layer = build_frontend(cfg)
@@ -68,8 +80,9 @@ def main() -> None:
 
     def batched(fn):
         def run():
-            for k in range(0, len(clips), args.batch):
-                fn(tf.constant(clips[k : k + args.batch])).numpy()
+            for _ in range(LAYER_PASSES):
+                for k in range(0, len(clips), args.batch):
+                    fn(tf.constant(clips[k : k + args.batch])).numpy()
 
         return run
 
@@ -83,18 +96,16 @@ def main() -> None:
     runs = {"voxtrace": batched(graph), "voxtrace XLA": batched(xla), "librosa": run_librosa}
     for fn in runs.values():
         fn()  # warm-up: tracing, XLA compilation, FFT plans, filterbank caches
-    rates = dict.fromkeys(runs, 0.0)
-    for _ in range(args.rounds):  # interleaved rounds, best of each: fair on a shared machine
-        for name, fn in runs.items():
-            time.sleep(SETTLE_S)
-            start = time.perf_counter()
-            fn()
-            rates[name] = max(rates[name], len(clips) / (time.perf_counter() - start))
+    seconds = interleaved(runs, args.rounds, pause=SETTLE_S)
+    passes = {"voxtrace": LAYER_PASSES, "voxtrace XLA": LAYER_PASSES, "librosa": 1}
+    rates = {name: passes[name] * len(clips) / statistics.median(times) for name, times in seconds.items()}
     for name, rate in rates.items():
-        print(f"{name:>12}: {rate:8.1f} clips/s ({len(clips)} clips of {n / sr:.1f} s, hop {hop}, "
+        print(f"{name:>12}: {rate:8.1f} clips/s, median round ({len(clips)} clips of {n / sr:.1f} s, hop {hop}, "
               f"n_fft {f.n_fft}, {f.img_size[0]} mels)")
-    print(f"XLA speedup vs librosa: {rates['voxtrace XLA'] / rates['librosa']:.2f}")
-    print(f"frontend_speedup_vs_librosa: {rates['voxtrace'] / rates['librosa']:.2f}")
+    print(f"XLA speedup vs librosa: {rates['voxtrace XLA'] / rates['librosa']:.2f} (median rounds)")
+    print(headline("frontend_speedup_vs_librosa",
+                   [LAYER_PASSES * b / a for a, b in zip(seconds["voxtrace"], seconds["librosa"])], ".2f"))
+
 
 if __name__ == "__main__":
     main()

@@ -1,23 +1,24 @@
-"""Input-pipeline overhead: a training epoch fed by the full pipeline vs by cached tensors.
+"""Input-pipeline overhead: training steps fed by the full pipeline vs by cached tensors, the demo's workload.
 
-    python benchmarks/pipeline_overhead.py [--files 32] [--batch 8] [--epochs 3]
+    python benchmarks/pipeline_overhead.py [--config configs/demo.yaml] [--model ResNet18] [--steps 6] [--rounds 5]
 
-The model is `voxtrace.models.build_classifier` (EfficientNetB0, random init) at the demo image size
-[128, 256] with 3 s clips, so both runs include the in-model front-end and SpecAugment. Run A feeds it from
-`build_dataset(mode="train")` (decode, crop, waveform / channel / voice augmentation, batching); run B feeds
-it the same number of batches of waveforms already in memory. Clips come from the demo corpus
-(data/demo/train) when it exists, else from espeak-ng. Each feed trains in one `fit` call (its iterator
-persists across epochs, as in training); the first epoch is a warm-up and the fastest of the timed epochs
-is kept. Last line: `pipeline_overhead: X` = A / B - 1.
+The model is `make demo`'s (configs/demo.yaml with ResNet18 from random weights: 3 s clips, 64x128 log-mel,
+batch 32; the in-model front-end and SpecAugment included), mixed precision off as on a CPU. Feed A is
+`build_dataset(mode="train")` over the demo corpus's training clips (decode, crop, waveform / channel / voice
+augmentation, mixup, batching); feed B is the same number of batches of its waveforms already in memory.
+Clips come from data/demo/train when it exists, else from espeak-ng. After a warm-up, the two feeds train
+`--steps` steps each in `--rounds` interleaved rounds (A B, B A, ...), one `fit` call per feed and round (a
+fresh iterator, as a new epoch of `fit` starts one), and each round gives the ratio of the two times.
+Last line: `pipeline_overhead: median=X min=.. max=.. iqr=.. rounds=N`, A / B - 1 (0.05 = 5 % slower).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,7 +32,11 @@ from voxtrace.data.audio import find_audio_files  # noqa: E402
 from voxtrace.data.pipeline import build_dataset  # noqa: E402
 from voxtrace.models import build_classifier  # noqa: E402
 
-DEMO = Path(__file__).resolve().parent.parent / "data" / "demo" / "train"
+from rounds import headline, interleaved  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "data" / "demo" / "train"
+DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 SENTENCES = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
              "It is easy to tell the depth of a well.", "These days a chicken leg is a rare dish."]
 
@@ -49,49 +54,37 @@ def corpus(count: int, workdir: str) -> list[str]:
     return paths
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of every epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per feed (best kept)")
+    parser.add_argument("--config", default=str(DEMO_CONFIG))
+    parser.add_argument("--model", default="ResNet18", help="backbone (make demo trains ResNet18 with the config)")
+    parser.add_argument("--steps", type=int, default=6, help="training steps per feed and round")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    cfg = Config.from_dict({"features": {"img_size": [128, 256]}, "audio": {"duration": 3.0},
-                            "model": {"name": "EfficientNetB0"}, "train": {"batch_size": args.batch}})
-    steps = args.files // args.batch
+    cfg = Config.load(args.config, [f"model.name={args.model}", "train.mixed_precision=false"])
+    batch = cfg.train.batch_size
     with tempfile.TemporaryDirectory() as workdir:
-        paths = corpus(args.files, workdir)
+        paths = corpus(batch * args.steps, workdir)
         labels = np.eye(cfg.num_classes, dtype=np.float32)[np.arange(len(paths)) % cfg.num_classes]
         pipeline = build_dataset(paths, labels, cfg, mode="train", shuffle_seed=0)
-        batches = list(pipeline.take(steps))
+        batches = list(pipeline.take(args.steps))
         cached = tf.data.Dataset.from_tensor_slices(tuple(np.concatenate([b[i] for b in batches]) for i in range(3)))
-        cached = cached.batch(args.batch, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)
+        cached = cached.batch(batch, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)
 
         model = build_classifier(cfg)
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
         feeds = {"full pipeline": pipeline, "cached tensors": cached}
-        seconds = {}
-        for name, ds in feeds.items():  # one fit per feed, so its iterator persists across epochs as in training
-            timer = EpochTimer()
-            model.fit(ds, steps_per_epoch=steps, epochs=1 + args.epochs, verbose=0, callbacks=[timer])
-            seconds[name] = min(timer.seconds[1:])  # the first epoch is the warm-up
-    for name, s in seconds.items():
-        print(f"{name:>15}: {s:7.2f} s per epoch ({steps} steps of {args.batch} clips, {cfg.run_name})")
-    print(f"pipeline_overhead: {seconds['full pipeline'] / seconds['cached tensors'] - 1:.3f}")
+        runs = {name: (lambda ds=ds: model.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0))
+                for name, ds in feeds.items()}
+        for run in runs.values():
+            run()  # warm-up: tracing, the pipeline's first decodes
+        seconds = interleaved(runs, args.rounds)
+    for name, times in seconds.items():
+        print(f"{name:>15}: {statistics.median(times):7.2f} s per {args.steps} steps of {batch} clips, median round "
+              f"({cfg.run_name})")
+    ratios = [a / b - 1 for a, b in zip(seconds["full pipeline"], seconds["cached tensors"])]
+    print(headline("pipeline_overhead", ratios))
 
 
 if __name__ == "__main__":
