@@ -1,12 +1,12 @@
 # voxtrace: `make demo` runs the whole pipeline on the demo corpus, `make test` runs the test suite.
-# Both install what they need first (Debian packages, then Python packages by role: requirements.txt plus
-# requirements-ROLE.txt); installs are idempotent and rerun when a requirements file, pyproject.toml, an
-# install script or the TensorFlow build changes. TensorFlow: the CUDA build where an NVIDIA GPU is present,
-# the CPU build otherwise; GPU=1 / GPU=0 forces one (make install GPU=1).
+# Both install what they need first (Debian packages, then Python packages by role: requirements-core.txt and
+# requirements.txt plus requirements-ROLE.txt); installs are idempotent and rerun when a requirements file,
+# pyproject.toml, an install script or the TensorFlow build changes. TensorFlow: the CUDA build where an NVIDIA
+# GPU is present, the CPU build otherwise; GPU=1 / GPU=0 forces one (make install GPU=1).
 PYTHON ?= python3
 DEMO_OUT ?= runs/demo
 DEMO_ROLES := corpus whisper
-ALL_ROLES := corpus serve export whisper test
+ALL_ROLES := corpus serve export whisper onnx tflite test
 TENSORFLOW := $(shell GPU=$(GPU) bash scripts/install_python_deps.sh --tensorflow)
 INSTALL_INPUTS := pyproject.toml $(wildcard requirements*.txt) $(wildcard scripts/install_*.sh) .install.tensorflow
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The Python side of `make install`: the TensorFlow build for this machine, the core requirements
-# (requirements.txt), those of each role named (requirements-ROLE.txt, the extras of pyproject.toml), then
-# voxtrace itself, editable. Idempotent: pip skips what is already installed.
+# (requirements-core.txt, then requirements.txt: training, Keras and export), those of each role named
+# (requirements-ROLE.txt, the extras of pyproject.toml), then voxtrace itself, editable. Idempotent: pip skips what is already installed.
 #
-#   scripts/install_python_deps.sh [ROLE...]    e.g. corpus serve export whisper test
+#   scripts/install_python_deps.sh [ROLE...]    e.g. corpus serve export whisper onnx tflite test
 #   scripts/install_python_deps.sh --tensorflow print the TensorFlow requirement this machine gets
 #
 # TensorFlow: tensorflow[and-cuda] where an NVIDIA GPU is present (`nvidia-smi -L` works, or the driver's
@@ -47,7 +47,7 @@ tensorflow=$(tensorflow_requirement)
 core=$(mktemp)
 trap 'rm -f "$core"' EXIT
 grep -v -E "$TENSORFLOW_LINE" requirements.txt >"$core"  # TensorFlow comes from the line chosen above
-requirements=(-r "$core")
+requirements=(-r requirements-core.txt -r "$core")
 for role in "$@"; do
   if [ ! -f "requirements-$role.txt" ]; then
     echo "unknown role '$role': there is no requirements-$role.txt" >&2
@@ -66,7 +66,7 @@ if "$PYTHON" -m pip show --quiet "$other" >/dev/null 2>&1; then
   "$PYTHON" -m pip uninstall --quiet --yes "$other"
 fi
 
-echo "installing $tensorflow, requirements.txt${*:+ and the roles: $*}"
+echo "installing $tensorflow, requirements-core.txt, requirements.txt${*:+ and the roles: $*}"
 "$PYTHON" -m pip install --quiet -c requirements-constraints.txt "$tensorflow" "${requirements[@]}"
 "$PYTHON" -m pip install --quiet --no-deps -e .
 TF_CPP_MIN_LOG_LEVEL=2 "$PYTHON" -c 'from voxtrace.training.strategy import tensorflow_summary; print(tensorflow_summary())'

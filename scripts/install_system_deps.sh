@@ -19,8 +19,8 @@ for role in "$@"; do
         klettres-data ktuberling-data hedgewars-data fortunes-min
       ) ;;
     test) PACKAGES+=(chromium) ;;
-    serve | export | whisper) ;;  # Python packages only
-    *) echo "unknown role '$role' (corpus, serve, export, whisper, test)" >&2; exit 1 ;;
+    serve | export | whisper | onnx | tflite) ;;  # Python packages only
+    *) echo "unknown role '$role' (corpus, serve, export, whisper, onnx, tflite, test)" >&2; exit 1 ;;
   esac
 done
 

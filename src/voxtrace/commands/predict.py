@@ -32,7 +32,8 @@ class OutputError(Exception):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model-dir", required=True, help="folder searched (any depth) for RUN/ckpt/*.keras")
+    parser.add_argument("--model-dir", required=True,
+                        help="folder searched (any depth) for RUN/ckpt/*.keras, or an export folder (voxtrace export)")
     parser.add_argument("--infer-path", action="append", required=True,
                         help="audio file or folder (wav, flac, ogg, mp3; recursive); repeat for several")
     parser.add_argument("--output", default="submission",

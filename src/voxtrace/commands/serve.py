@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def add_arguments(parser):
-    parser.add_argument("--model-dir", required=True, help="folder with RUN/ckpt/*.keras and RUN/cfg/config.yaml")
+    parser.add_argument("--model-dir", required=True,
+                        help="folder with RUN/ckpt/*.keras and RUN/cfg/config.yaml, or an export folder")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     parser.add_argument("--max-upload-mb", type=float, default=50, help="largest upload in MB (default: %(default)s)")

@@ -20,6 +20,7 @@ class ModelRun:
     name: str  # the run's path relative to the model dir, e.g. `EfficientNetB0-128x384`
     cfg: Config
     checkpoints: list[Path] = field(default_factory=list)
+    exported: bool = False  # the checkpoints are exported model folders (`voxtrace.inference.runtime`)
 
     @property
     def files(self) -> RunDir:
@@ -35,11 +36,16 @@ class ModelRun:
 def discover_runs(model_dir: str | os.PathLike) -> list[ModelRun]:
     """Every run under `model_dir` (any depth, `*/ckpt/*.keras`), sorted by name; refuses an empty dir.
 
-    `model_dir` may also be one `.keras` file inside a run's `ckpt/` folder.
+    `model_dir` may also be one `.keras` file inside a run's `ckpt/` folder, or an exported ensemble (a
+    folder whose `manifest.json` lists members, written by `voxtrace export`).
     """
+    from voxtrace.inference.runtime import export_runs, is_export_folder
+
     model_dir = Path(model_dir)
     if not model_dir.exists():
         raise FileNotFoundError(f"model dir not found: {model_dir}")
+    if is_export_folder(model_dir):
+        return export_runs(model_dir)
     if model_dir.is_file():
         found = [model_dir] if RunDir.is_checkpoint(model_dir) else []
         root = model_dir.parent.parent.parent
@@ -75,7 +81,12 @@ def check_same_classes(runs: list[ModelRun]) -> list[str]:
 
 
 def load_checkpoint(path: str | os.PathLike):
-    """Load a `.keras` checkpoint with `safe_mode=True` (no arbitrary code), without its optimizer state."""
+    """Load a `.keras` checkpoint with `safe_mode=True` (no arbitrary code), without its optimizer state; an
+    exported model folder loads as an `ExportedModel`."""
+    from voxtrace.inference.runtime import ExportedModel, is_export_member
+
+    if is_export_member(path):
+        return ExportedModel.load(path)
     import keras
 
     import voxtrace.features  # noqa: F401  (registers the front-end layers)

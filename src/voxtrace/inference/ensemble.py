@@ -9,6 +9,7 @@ a row is NaN in the result only when it is NaN in every member.
 from __future__ import annotations
 
 import gc
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,7 +199,7 @@ class Ensemble:
 
     def _cached_features(self, run: ModelRun, clips) -> bool:
         """Whether `run` is scored from cached frozen features: a frozen-head run, files on disk, no TTA."""
-        return (run.cfg.model.head.kind in FROZEN_HEADS and self.tta == 1
+        return (run.cfg.model.head.kind in FROZEN_HEADS and self.tta == 1 and not run.exported
                 and all(isinstance(c, Path) for c in clips))
 
     def _predict(self, paths: list[Path], sources, progress: bool) -> EnsembleResult:
@@ -234,9 +235,8 @@ class Ensemble:
 
 
 def _release_models() -> None:
-    import keras
-
-    keras.backend.clear_session()
+    if "keras" in sys.modules:  # exported models never load Keras
+        sys.modules["keras"].backend.clear_session()
     gc.collect()
 
 

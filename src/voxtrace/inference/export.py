@@ -10,29 +10,34 @@ self-describing:
     OUT/{run}/{fold-K|model}/{saved_model/ | model.tflite | model.onnx}, config.yaml, manifest.json
 
 TFLite and ONNX are exported with a dynamic batch when the converter can; otherwise (a GRU's tensor lists
-for TFLite, the spectrogram's RFFT for tf2onnx) with the fixed batch `batch_size`, which `ExportedModel`
-fills by splitting and zero-padding. `ExportedModel` has `predict_on_batch` and `name`, so
-`voxtrace.inference.predictor.predict_files` runs exported models like Keras ones.
+for TFLite) with the fixed batch `batch_size`, which `ExportedModel` fills by splitting and zero-padding.
+Each run's out-of-fold scores are copied to `OUT/{run}/csv/oof.csv`, so the export calibrates the same
+open-set rule. `voxtrace predict --model-dir OUT` and `voxtrace serve` run an export like checkpoints,
+through `voxtrace.inference.runtime` (no TensorFlow for ONNX and TFLite).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from voxtrace.inference.checkpoints import discover_runs, load_checkpoint
+from voxtrace.inference.runtime import INPUT_NAME, OnnxRunner, SavedModelRunner, TFLiteRunner
+from voxtrace.inference.runtime import ExportedModel, load_exported_ensemble  # noqa: F401  (re-exported)
 from voxtrace.io import atomic_path, atomic_write_json
+from voxtrace.rundir import RunDir
 from voxtrace.vocabulary import EXPORT_FORMATS as FORMATS
 
+log = logging.getLogger(__name__)
+
 FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
-INPUT_NAME = "waveform"
 ONNX_OPSET = 17
+FIXED_BATCH = 32  # the batch of an export that cannot take a dynamic one: large enough to keep the cores busy
 
 
 class ExportError(ValueError):
@@ -60,7 +65,7 @@ def _tflite_bytes(saved_model: Path, num_samples: int) -> bytes:
     import tensorflow as tf
 
     content = tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
-    runner = _TFLiteRunner(content)
+    runner = TFLiteRunner(content)
     runner(np.zeros((runner.batch or 1, num_samples), np.float32))
     return content
 
@@ -83,32 +88,6 @@ def _export_tflite(model, num_samples: int, path: Path, batch_size: int) -> int 
     raise ExportError(f"TFLite conversion of {model.name} failed with builtin ops: " + " | ".join(errors))
 
 
-class _TFLiteRunner:
-    def __init__(self, model_content: bytes | None = None, model_path: str | None = None):
-        import warnings
-
-        import tensorflow as tf
-
-        with warnings.catch_warnings():  # tf.lite.Interpreter announces its move to LiteRT
-            warnings.simplefilter("ignore")
-            self.interpreter = tf.lite.Interpreter(model_content=model_content, model_path=model_path,
-                                                   num_threads=os.cpu_count())
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self.batch = None if self.input["shape_signature"][0] == -1 else int(self.input["shape"][0])
-        self.allocated = None
-
-    def __call__(self, waveforms: np.ndarray) -> np.ndarray:
-        if self.allocated != waveforms.shape:
-            if self.batch is None:
-                self.interpreter.resize_tensor_input(self.input["index"], list(waveforms.shape))
-            self.interpreter.allocate_tensors()
-            self.allocated = waveforms.shape
-        self.interpreter.set_tensor(self.input["index"], waveforms)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output["index"]).copy()
-
-
 # ---- ONNX -------------------------------------------------------------------------------------------------
 def _erfc_handler(ctx, node, name, args):
     """tf2onnx has no handler for Erfc (exact GELU): erfc(x) = 1 - erf(x)."""
@@ -121,6 +100,22 @@ def _erfc_handler(ctx, node, name, args):
     node.type = "Sub"
 
 
+def _complex_abs_handler(ctx, node, name, args):
+    """|z| of tf2onnx's complex tensors (real and imaginary parts stacked on axis 0). tf2onnx's own handler
+    needs that axis in the static shape, which an RFFT of a dynamic batch loses."""
+    from tf2onnx import utils
+
+    z = node.input[0]
+    parts = [ctx.make_const(utils.make_name(f"{node.name}_part"), np.array([k], np.int64)).output[0]
+             for k in (0, 1)]
+    real, imag = (ctx.make_node("Gather", [z, part], attr={"axis": 0}).output[0] for part in parts)
+    power = ctx.make_node("Add", [ctx.make_node("Mul", [real, real]).output[0],
+                                  ctx.make_node("Mul", [imag, imag]).output[0]]).output[0]
+    ctx.remove_node(node.name)
+    ctx.make_node("Squeeze", [ctx.make_node("Sqrt", [power]).output[0], parts[0]], outputs=node.output,
+                  name=node.name)
+
+
 def _export_onnx(model, num_samples: int, path: Path, batch_size: int) -> int | None:
     """Write `path` (.onnx) with tf2onnx; returns the fixed batch size, or None for a dynamic batch."""
     try:
@@ -128,7 +123,6 @@ def _export_onnx(model, num_samples: int, path: Path, batch_size: int) -> int | 
         import tf2onnx
     except ImportError as err:
         raise ExportError(f"ONNX export needs tf2onnx and onnxruntime (pip install tf2onnx onnxruntime): {err}") from err
-    import logging
 
     import tensorflow as tf
 
@@ -144,8 +138,9 @@ def _export_onnx(model, num_samples: int, path: Path, batch_size: int) -> int | 
                 try:
                     tf2onnx.convert.from_function(serve, input_signature=_signature(num_samples, batch),
                                                   opset=ONNX_OPSET, output_path=str(candidate),
-                                                  custom_op_handlers={"Erfc": (_erfc_handler, [])})
-                    runner = _OnnxRunner(str(candidate))
+                                                  custom_op_handlers={"Erfc": (_erfc_handler, []),
+                                                                      "ComplexAbs": (_complex_abs_handler, [])})
+                    runner = OnnxRunner(str(candidate))
                     runner(np.zeros((runner.batch or 1, num_samples), np.float32))
                 except Exception as err:  # tf2onnx writes graphs it could not fully convert; onnxruntime refuses them
                     errors.append(f"batch {batch or 'dynamic'}: {type(err).__name__}: {_tail(err)}")
@@ -158,34 +153,6 @@ def _export_onnx(model, num_samples: int, path: Path, batch_size: int) -> int | 
                       + " | ".join(errors))
 
 
-class _OnnxRunner:
-    def __init__(self, path: str):
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        spec = self.session.get_inputs()[0]
-        self.input_name = spec.name
-        self.batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
-
-    def __call__(self, waveforms: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: waveforms})[0]
-
-
-class _SavedModelRunner:
-    def __init__(self, path: str, output_name: str | None = None):
-        import tensorflow as tf
-
-        self.loaded = tf.saved_model.load(path)
-        self.fn = self.loaded.signatures["serving_default"]
-        self.output_name = output_name or next(iter(self.fn.structured_outputs))
-        self.batch = self.fn.structured_input_signature[1][INPUT_NAME].shape[0]
-
-    def __call__(self, waveforms: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
-
-        return self.fn(**{INPUT_NAME: tf.constant(waveforms)})[self.output_name].numpy()
-
-
 def _tail(err: BaseException, limit: int = 400) -> str:
     lines = [line for line in str(err).splitlines() if line.strip()]
     text = lines[-1] if lines else ""
@@ -193,7 +160,7 @@ def _tail(err: BaseException, limit: int = 400) -> str:
 
 
 # ---- one model, many checkpoints --------------------------------------------------------------------------
-def export_model(model, cfg, out_dir, fmt: str, batch_size: int = 1, source: dict | None = None) -> dict:
+def export_model(model, cfg, out_dir, fmt: str, batch_size: int = FIXED_BATCH, source: dict | None = None) -> dict:
     """Export one waveform -> probabilities Keras model to `out_dir`; returns the manifest written beside it."""
     import keras
     import tensorflow as tf
@@ -215,7 +182,7 @@ def export_model(model, cfg, out_dir, fmt: str, batch_size: int = 1, source: dic
         with tempfile.TemporaryDirectory(prefix=".export.", dir=out_dir) as tmp:
             candidate = Path(tmp) / FILES[fmt]
             _write_saved_model(model, n, candidate)
-            output_name = _SavedModelRunner(str(candidate)).output_name
+            output_name = SavedModelRunner(str(candidate)).output_name
             shutil.rmtree(target, ignore_errors=True)
             os.replace(candidate, target)
     elif fmt == "tflite":
@@ -245,7 +212,7 @@ def export_model(model, cfg, out_dir, fmt: str, batch_size: int = 1, source: dic
     return manifest
 
 
-def export_checkpoints(model_dir, fmt: str, out=None, batch_size: int = 1, progress: bool = True) -> dict:
+def export_checkpoints(model_dir, fmt: str, out=None, batch_size: int = FIXED_BATCH, progress: bool = True) -> dict:
     """Export every checkpoint under `model_dir` to `out` (default `MODEL_DIR/export/{fmt}`).
 
     A checkpoint that fails is reported and the others are still exported. Returns the ensemble manifest
@@ -267,7 +234,7 @@ def export_checkpoints(model_dir, fmt: str, out=None, batch_size: int = 1, progr
             manifest = export_model(model, run.cfg, folder, fmt, batch_size=batch_size, source=source)
         except Exception as err:  # one bad checkpoint must not lose the others' exports
             failed[str(ckpt)] = f"{type(err).__name__}: {err}"
-            print(f"! export of {ckpt} failed: {failed[str(ckpt)]}", flush=True)
+            log.warning(f"export of {ckpt} failed: {failed[str(ckpt)]}")
             continue
         finally:
             import keras
@@ -275,70 +242,13 @@ def export_checkpoints(model_dir, fmt: str, out=None, batch_size: int = 1, progr
             keras.backend.clear_session()
         members.append({"path": folder.relative_to(out).as_posix(), "run": run.name, "fold": fold,
                         "model_name": manifest["model_name"], "batch": manifest["input"]["shape"][0]})
+    for run in runs:  # the out-of-fold scores the open-set rule and the detection threshold are fitted on
+        if run.files.oof.is_file() and any(m["run"] == run.name for m in members):
+            with atomic_path(RunDir(out / run.name).oof) as copy:
+                shutil.copyfile(run.files.oof, copy)
     ensemble = {"format": fmt, "classes": list(runs[0].cfg.classes), "unknown_class": runs[0].cfg.unknown_class,
                 "agg": runs[0].cfg.infer.agg, "members": members, "failed": failed}
     if members:
         atomic_write_json(out / "manifest.json", ensemble)
     ensemble["out"] = str(out)
     return ensemble
-
-
-# ---- running exports ----------------------------------------------------------------------------------------
-@dataclass
-class ExportedModel:
-    """An exported model folder, run like a Keras model: `predict_on_batch(waveforms [B, N]) -> [B, C]`."""
-
-    folder: Path
-    manifest: dict
-    runner: object
-
-    @classmethod
-    def load(cls, folder) -> "ExportedModel":
-        folder = Path(folder)
-        manifest_path = folder / "manifest.json"
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"no manifest.json in export folder {folder}")
-        manifest = json.loads(manifest_path.read_text())
-        path = str(folder / manifest["file"])
-        fmt = manifest["format"]
-        _check_format(fmt)
-        if fmt == "savedmodel":
-            runner = _SavedModelRunner(path, manifest["output"]["name"])
-        elif fmt == "tflite":
-            runner = _TFLiteRunner(model_path=path)
-        else:
-            runner = _OnnxRunner(path)
-        return cls(folder=folder, manifest=manifest, runner=runner)
-
-    @property
-    def name(self) -> str:
-        return f"{self.manifest.get('run', self.folder.name)}/{self.folder.name} ({self.manifest['format']})"
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
-
-    def predict_on_batch(self, waveforms) -> np.ndarray:
-        """Probabilities `[B, C]`; a fixed-batch export is fed in zero-padded chunks of its batch size."""
-        waveforms = np.ascontiguousarray(waveforms, dtype=np.float32)
-        batch = self.manifest["input"]["shape"][0]
-        if batch is None or batch == len(waveforms):
-            return np.asarray(self.runner(waveforms))
-        parts = []
-        for start in range(0, len(waveforms), batch):
-            chunk = waveforms[start:start + batch]
-            padded = np.zeros((batch, waveforms.shape[1]), np.float32)
-            padded[: len(chunk)] = chunk
-            parts.append(np.asarray(self.runner(padded))[: len(chunk)])
-        return np.concatenate(parts)
-
-    __call__ = predict_on_batch
-
-
-def load_exported_ensemble(out) -> list[ExportedModel]:
-    """Every member listed in `OUT/manifest.json` of an exported ensemble."""
-    out = Path(out)
-    manifest_path = out / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"no ensemble manifest.json in {out}; export with `voxtrace export` first")
-    return [ExportedModel.load(out / m["path"]) for m in json.loads(manifest_path.read_text())["members"]]

@@ -254,7 +254,8 @@ def predict_models(models, cfg, paths, batch_size=None, tta: int = 1, desc: str 
 
     paths = [p if isinstance(p, AudioClip) else Path(p) for p in paths]
     num_classes = len(cfg.classes)
-    batch_size = int(batch_size or cfg.infer.batch_size or auto_batch_size(cfg))
+    batch_size = int(batch_size or cfg.infer.batch_size or getattr(models[0], "batch_size", None)
+                     or auto_batch_size(cfg))
     max_duration = float(MAX_DECODE_S if max_duration is None else max_duration)
     if tta < 1 or max_duration <= 0:
         raise ValueError(f"tta must be >= 1 and max_duration > 0. Received: tta={tta}, max_duration={max_duration}")

@@ -162,10 +162,14 @@ def decode_upload(upload: Upload, sample_rates, max_duration_s: float) -> dict[i
 
 def _images(attributor: Attributor, x: np.ndarray, class_index: int, duration: float) -> dict:
     """Base64 PNGs of the clip's log-mel spectrogram and of the saliency overlay for `class_index`."""
-    from voxtrace.explain.plots import figure_png, saliency_figure, spectrogram_figure
-
     cfg = attributor.cfg
-    spectrogram = spectrogram_figure(display_spectrogram(x, cfg), duration, cfg.features.fmax)
+    try:
+        from voxtrace.explain.plots import figure_png, saliency_figure, spectrogram_figure
+
+        db = display_spectrogram(x, cfg)
+    except ImportError:  # an exported ensemble served without TensorFlow: scores, no pictures
+        return {}
+    spectrogram = spectrogram_figure(db, duration, cfg.features.fmax)
     out = {"spectrogram_png": _b64(figure_png(spectrogram))}
     explained = attributor.explain(x, class_index)
     if explained is not None:

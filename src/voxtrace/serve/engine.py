@@ -19,7 +19,6 @@ class Attributor:
 
     def __init__(self, model_dir: str | os.PathLike, weights=None, open_set: bool | None = None,
                  batch_size: int = 8, saliency_steps: int = 16):
-        from voxtrace.explain.saliency import SaliencyModel
         from voxtrace.inference.checkpoints import discover_runs
         from voxtrace.inference.decision import decision_settings, load_or_fit_decision
         from voxtrace.inference.ensemble import Ensemble
@@ -37,10 +36,14 @@ class Attributor:
         first = self.ensemble.models(self.ensemble.members[0])[0]
         for run in self.ensemble.members[1:]:
             self.ensemble.models(run)  # load every member now, not on the first request
-        try:
-            self.explainer = SaliencyModel(first)
-        except ValueError:  # a model without a voxtrace front-end still predicts, unexplained
-            self.explainer = None
+        self.explainer = None  # an exported model has no gradients to explain with
+        if not self.ensemble.members[0].exported:
+            from voxtrace.explain.saliency import SaliencyModel
+
+            try:
+                self.explainer = SaliencyModel(first)
+            except ValueError:  # a model without a voxtrace front-end still predicts, unexplained
+                pass
         self._lock = threading.Lock()
 
     @property
