@@ -27,3 +27,19 @@ def test_unknown_or_missing_arguments_are_refused_by_name():
         command_args("train", sett=["a=b"])
     with pytest.raises(TypeError, match=r"missing required \['model_dir'"):
         command_args("predict")
+
+
+def test_progress_goes_to_stdout_once_however_the_cli_module_was_loaded(capsys):
+    """`python -m voxtrace.cli` loads the module twice (as __main__ and as voxtrace.cli): still one console
+    handler, so each progress line is printed once, on stdout; warnings go to stderr."""
+    import logging
+    import runpy
+
+    import voxtrace.cli
+
+    voxtrace.cli.configure_logging()
+    runpy.run_path(voxtrace.cli.__file__, run_name="second_copy")["configure_logging"]()
+    logging.getLogger("voxtrace.recipes.stages").info("[run] stage")
+    logging.getLogger("voxtrace.recipes.stages").warning("careful")
+    captured = capsys.readouterr()
+    assert captured.out.count("[run] stage") == 1 and "careful" not in captured.out

@@ -16,6 +16,7 @@ import sys
 
 from voxtrace.io import WriteError
 
+CONSOLE_HANDLER = "voxtrace-console"
 # Errors that only writing can raise.
 WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -64,8 +65,11 @@ def configure_logging() -> None:
         logging.basicConfig(level=logging.WARNING, handlers=[handler])
     package = logging.getLogger("voxtrace")
     package.setLevel(logging.INFO)
-    if not any(isinstance(h, ConsoleHandler) for h in package.handlers):
-        package.addHandler(ConsoleHandler())
+    # by name: `python -m voxtrace.cli` defines this module twice (as __main__ and as voxtrace.cli)
+    if not any(h.get_name() == CONSOLE_HANDLER for h in package.handlers):
+        handler = ConsoleHandler()
+        handler.set_name(CONSOLE_HANDLER)
+        package.addHandler(handler)
 
 
 def os_error_line(verb: str, err: OSError) -> str:
