@@ -78,14 +78,12 @@ def load_or_fit_decision(ensemble, settings, refit: bool = False) -> dict | None
     if len(classes) != 2 or settings.positive not in classes:
         raise ValueError(f"infer.decision.rule={settings.rule!r} needs two classes, one of them "
                          f"infer.decision.positive={settings.positive!r}. Received: classes={classes}")
-    state_path = ensemble.model_dir / STATE_FILE if ensemble.model_dir.is_dir() else None
-    checkpoints = sorted(str(p.relative_to(r.run_dir.parent)) for r in ensemble.runs for p in r.checkpoints)
     expected = {"rule": settings.rule, "target_far": float(settings.target_far), "positive": settings.positive,
-                "classes": classes, "agg": ensemble.agg, "weights": ensemble.weights, "checkpoints": checkpoints}
-    if state_path is not None and state_path.is_file() and not refit:
-        state = json.loads(state_path.read_text())
-        if all(state.get(k) == v for k, v in expected.items()):
-            return state
+                "classes": classes, "agg": ensemble.agg, "weights": ensemble.weights,
+                "checkpoints": ensemble.checkpoint_names}
+    state_path, saved = ensemble.saved_state(STATE_FILE, expected)
+    if saved is not None and not refit:
+        return saved
     probs, labels, sources = read_oof(ensemble.runs, classes, ensemble.agg, ensemble.weights)
     positive = classes.index(settings.positive)
     is_positive, scores = labels == positive, probs[:, positive]

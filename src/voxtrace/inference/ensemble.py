@@ -156,6 +156,23 @@ class Ensemble:
         """The runs `predict` scores: weight above 0, or all of them with `every_member`."""
         return [run for run in self.runs if self.every_member or self.weights[run.name] > 0]
 
+    def saved_state(self, name: str, expected: dict) -> tuple[Path | None, dict | None]:
+        """`(path, state)` of a calibration saved beside the ensemble (`MODEL_DIR/name`): `state` when the file
+        holds every `expected` key with its value, else None; `path` is None for a single checkpoint file."""
+        import json
+
+        path = self.model_dir / name if self.model_dir.is_dir() else None
+        if path is None or not path.is_file():
+            return path, None
+        state = json.loads(path.read_text())
+        return path, state if all(state.get(k) == v for k, v in expected.items()) else None
+
+    @property
+    def checkpoint_names(self) -> list[str]:
+        """Every checkpoint, relative to the model dir: what a saved calibration was fitted with."""
+        root = self.model_dir if self.model_dir.is_dir() else self.runs[0].run_dir.parent
+        return sorted(p.relative_to(root).as_posix() for r in self.runs for p in r.checkpoints)
+
     def models(self, run: ModelRun) -> list:
         """The loaded checkpoints of `run` (kept for later calls when resident)."""
         if run.name in self._loaded:

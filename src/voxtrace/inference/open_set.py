@@ -102,19 +102,13 @@ def read_oof(runs, classes, agg: str = "mean", weights: dict | None = None):
 
 def load_or_calibrate(ensemble, score: str, target_tpr: float, recalibrate: bool = False) -> dict:
     """The saved `MODEL_DIR/open_set.json` if it matches the settings and checkpoints, else a new calibration."""
-    import json
-
-    state_path = ensemble.model_dir / STATE_FILE if ensemble.model_dir.is_dir() else None
-    root = ensemble.model_dir if ensemble.model_dir.is_dir() else ensemble.runs[0].run_dir.parent
-    checkpoints = sorted(p.relative_to(root).as_posix() for r in ensemble.runs for p in r.checkpoints)
     unknown = ensemble.cfg.unknown_class
     expected = {"score": score, "target_tpr": float(target_tpr), "classes": ensemble.classes,
                 "unknown_class": unknown, "agg": ensemble.agg, "weights": ensemble.weights,
-                "checkpoints": checkpoints}
-    if state_path is not None and state_path.is_file() and not recalibrate:
-        state = json.loads(state_path.read_text())
-        if all(state.get(k) == v for k, v in expected.items()):
-            return state
+                "checkpoints": ensemble.checkpoint_names}
+    state_path, saved = ensemble.saved_state(STATE_FILE, expected)
+    if saved is not None and not recalibrate:
+        return saved
     if unknown is None:
         raise ValueError("open-set rejection needs unknown_class in the checkpoints' config (it is null)")
     probs, labels, sources = read_oof(ensemble.runs, ensemble.classes, ensemble.agg, ensemble.weights)
