@@ -176,6 +176,22 @@ class ModelConfig:
 
 
 @dataclass
+class ShiftConfig:
+    """The shifted view of the validation clips (`voxtrace.data.shift`): each held-out clip re-finished by other
+    habits than the training data's, drawn per clip. Out-of-fold scores on it sit beside the clean ones in
+    `csv/oof.csv`, and the ensemble weights and thresholds are fitted on both."""
+
+    enabled: bool = False
+    rate_prob: float = 0.5  # share of clips played at another speed (tempo and pitch together)
+    rate: list[float] = field(default_factory=lambda: [0.85, 1.2])  # speed factor range
+    crop_prob: float = 0.5  # share of clips cut to a random shorter span
+    min_s: float = 1.5  # the shortest span kept, in seconds
+    edge_s: list[float] = field(default_factory=lambda: [0.0, 0.6])  # silence added before and after, seconds
+    floor_dbfs: list[float] = field(default_factory=lambda: [-80.0, -55.0])  # that silence's noise floor (RMS)
+    peak_dbfs: list[float] = field(default_factory=lambda: [-30.0, -1.0])  # the clip's peak level
+
+
+@dataclass
 class TrainConfig:
     """Optimisation, schedule and the distribution strategy."""
 
@@ -199,6 +215,7 @@ class TrainConfig:
     strategy: str = "auto"  # tf.distribute strategy; auto: a TPU, several workers (TF_CONFIG), several GPUs or one device
     mixed_precision: bool = True  # used only where the device supports it
     tta: int = 1  # test-time augmentation passes for out-of-fold scores
+    oof_shift: ShiftConfig = field(default_factory=ShiftConfig)  # out-of-fold scores on a shifted view as well
     monitor: str = "val_f1"
     epoch_validation: bool = True  # score the validation fold after every epoch (false: only the final OOF scores)
     verbose: int = 1
@@ -463,6 +480,20 @@ def _check_train(cfg: "Config") -> None:
         _range("train.steps_per_epoch", t.steps_per_epoch, 1, None)
     _choice("train.monitor", t.monitor)
     _range("train.verbose", t.verbose, 0, 2)
+    _check_shift(t.oof_shift)
+
+
+def _check_shift(shift: ShiftConfig) -> None:
+    """`train.oof_shift`: probabilities, and [low, high] ranges within their bounds."""
+    _range("train.oof_shift.rate_prob", shift.rate_prob, 0.0, 1.0)
+    _range("train.oof_shift.crop_prob", shift.crop_prob, 0.0, 1.0)
+    _range("train.oof_shift.min_s", shift.min_s, 0.1, None)
+    for name, low, high in (("rate", 0.25, 4.0), ("edge_s", 0.0, 10.0), ("floor_dbfs", -150.0, 0.0),
+                            ("peak_dbfs", -100.0, 0.0)):
+        pair = getattr(shift, name)
+        if not isinstance(pair, list) or len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
+            raise ConfigError(f"train.oof_shift.{name} must be [low, high] with {low} <= low <= high <= {high}. "
+                              f"Received: train.oof_shift.{name}={pair!r}")
 
 
 def _check_infer(cfg: "Config") -> None:

@@ -258,9 +258,14 @@ def _release_models() -> None:
 
 
 def join_on_path(frames: list, sources) -> list:
-    """Out-of-fold frames indexed by `path` (a repeated path's first row kept), restricted to the paths all of
-    them hold, in the first frame's order; refuses frames that share none, naming their `sources`."""
-    indexed = [frame.drop_duplicates("path").set_index("path") for frame in frames]
+    """Out-of-fold frames indexed by clip: `path`, and `view` when every frame has one (`voxtrace.data.shift`;
+    else only their clean rows are used), a repeated clip's first row kept, restricted to the clips all of them
+    hold, in the first frame's order; refuses frames that share none, naming their `sources`."""
+    from voxtrace.data.shift import clean_view
+
+    viewed = all("view" in frame for frame in frames)
+    keys = ["path", "view"] if viewed else ["path"]
+    indexed = [(frame if viewed else clean_view(frame)).drop_duplicates(keys).set_index(keys) for frame in frames]
     common = indexed[0].index
     for frame in indexed[1:]:
         common = common.intersection(frame.index)

@@ -147,10 +147,16 @@ def train_frozen(cfg, run, frame: pd.DataFrame, pseudo: pd.DataFrame | None, tar
     data = ClipFeatures(cfg, frame, targets_of(frame["label"]), features, pseudo, pseudo_features)
     oof = frame[["path", "track", "label"]].copy()
     oof["fold"] = assign_folds(frame, cfg.data.folds, cfg.seed)
+    oof["view"] = "clean"
     folds = oof["fold"].to_numpy()
     fold_heads = data.fold_heads(folds)
     oof[cfg.classes] = data.out_of_fold(folds, fold_heads)
-    overall = _write_overall(cfg, run, [oof])
+    views = [oof]
+    if cfg.train.oof_shift.enabled:
+        shifted = oof.assign(view="shifted")
+        shifted[cfg.classes] = data.out_of_fold(folds, fold_heads, _shifted_windows(cfg, extractor, cache, frame))
+        views.append(shifted)
+    overall = _write_overall(cfg, run, views)
 
     everything = np.ones(len(frame), bool)
     heads = fold_heads if head.save == "folds" else {ALL_DATA: fit_head(cfg, *data.design(everything))}
@@ -165,6 +171,18 @@ def train_frozen(cfg, run, frame: pd.DataFrame, pseudo: pd.DataFrame | None, tar
              f"{overall['f1']:.4f}, done in {time.time() - started:.0f} s -> "
              + ", ".join(str(c) for c in checkpoints))
     return {"run_dir": str(run.root), "checkpoints": [str(c) for c in checkpoints], "folds": {}, "overall": overall}
+
+
+def _shifted_windows(cfg, extractor, cache: FeatureCache, frame: pd.DataFrame) -> dict:
+    """`{path: window features of its copy in the shifted view}` of every clip of `frame` that could be made."""
+    from voxtrace.training.trainer import shifted_paths
+
+    progress = cfg.train.verbose > 0
+    copies, errors = shifted_paths(cfg, list(frame["path"]), progress)
+    features, more = extract_features(cfg, extractor, list(copies.values()), 0, cache, progress=progress)
+    for path, message in list({**errors, **more}.items())[:5]:
+        log.warning(f"skipped the shifted view of {path}: {message}")
+    return {path: features[(copy, 0)] for path, copy in copies.items() if (copy, 0) in features}
 
 
 def save_head_checkpoints(cfg, run, extractor: keras.Model, heads: dict) -> list[Path]:
@@ -220,11 +238,14 @@ class ClipFeatures:
         """`{fold: the head fitted without that fold's labelled clips}`."""
         return {int(fold): fit_head(self.cfg, *self.design(folds != fold)) for fold in np.unique(folds)}
 
-    def out_of_fold(self, folds: np.ndarray, heads: dict | None = None) -> np.ndarray:
-        """Every labelled clip scored by the head of its fold (`heads`, fitted here when not given)."""
+    def out_of_fold(self, folds: np.ndarray, heads: dict | None = None, windows: dict | None = None) -> np.ndarray:
+        """Every labelled clip scored by the head of its fold (`heads`, fitted here when not given), on its clean
+        window features or on `windows` (`{path: [windows, D]}`; a clip absent from it gets NaN)."""
         heads = self.fold_heads(folds) if heads is None else heads
-        probs = np.zeros((len(self.paths), self.cfg.num_classes), np.float32)
+        windows = {p: self.features[(p, 0)] for p in self.paths} if windows is None else windows
+        probs = np.full((len(self.paths), self.cfg.num_classes), np.nan, np.float32)
         for fold, fitted in heads.items():
-            held = folds == fold
-            probs[held] = head_probs(self.cfg, fitted, [self.features[(p, 0)] for p, h in zip(self.paths, held) if h])
+            rows = [i for i, p in enumerate(self.paths) if folds[i] == fold and p in windows]
+            if rows:
+                probs[rows] = head_probs(self.cfg, fitted, [windows[self.paths[i]] for i in rows])
         return probs

@@ -24,6 +24,7 @@ import pandas as pd
 
 from voxtrace.config import ConfigError
 from voxtrace.data.manifest import read_manifest
+from voxtrace.data.shift import clean_view
 from voxtrace.io import atomic_path, atomic_write_csv, atomic_write_json
 from voxtrace.rundir import ALL_DATA, RunDir
 from voxtrace.training.balance import balance_rows, epoch_summary
@@ -278,13 +279,34 @@ def _score_fold(cfg, run: RunDir, fold, ckpt: Path, valid_rows: pd.DataFrame, st
     from voxtrace.inference.predictor import predict_files
 
     model = keras.saving.load_model(ckpt, safe_mode=True)
-    probs, errors = predict_files(model, cfg, list(valid_rows["path"]), tta=cfg.train.tta,
-                                  desc=f"OOF {run.part(fold)}", progress=cfg.train.verbose > 0)
+    progress = cfg.train.verbose > 0
+    paths = list(valid_rows["path"])
+    probs, errors = predict_files(model, cfg, paths, tta=cfg.train.tta, desc=f"OOF {run.part(fold)}",
+                                  progress=progress)
+    oof = valid_rows[["path", "track", "label", "fold"]].copy()
+    oof["view"] = "clean"
+    oof[cfg.classes] = probs
+    views = [oof]
+    if cfg.train.oof_shift.enabled:
+        copies, shift_errors = shifted_paths(cfg, paths, progress)
+        done = [p for p in paths if p in copies]
+        shifted = oof.copy()
+        shifted["view"] = "shifted"
+        shifted[cfg.classes] = np.nan
+        if done:
+            probs, more = predict_files(model, cfg, [copies[p] for p in done], tta=cfg.train.tta,
+                                        desc=f"OOF {run.part(fold)}, shifted view", progress=progress)
+            shifted.loc[shifted["path"].isin(done).to_numpy(), cfg.classes] = probs
+            shift_errors.update(more)
+        errors.update(shift_errors)
+        views.append(shifted)
     for path, message in list(errors.items())[:5]:
         log.warning(f"skipped {path}: {message}")
-    oof = valid_rows[["path", "track", "label", "fold"]].copy()
-    oof[cfg.classes] = probs
-    scores, _, _ = _evaluate(cfg, oof, run.csv("report", fold), f"{run.part(fold)} OOF")
+    oof = pd.concat(views, ignore_index=True)
+    scores, _, _ = _evaluate(cfg, clean_view(oof), run.csv("report", fold), f"{run.part(fold)} OOF")
+    if cfg.train.oof_shift.enabled:
+        scores["shifted"], _, _ = _evaluate(cfg, oof[oof["view"] == "shifted"], run.csv("report_shifted", fold),
+                                            f"{run.part(fold)} OOF, shifted view")
     scores.update({"best_" + cfg.train.monitor: state.best, "best_epoch": state.best_epoch,
                    "num_valid": int(len(valid_rows)), "failed_files": len(errors)})
     atomic_write_json(run.score(fold), scores)
@@ -306,13 +328,27 @@ def _evaluate(cfg, oof: pd.DataFrame, report_path: Path, title: str):
     return scores, y_true, probs.argmax(1)
 
 
+def shifted_paths(cfg, paths, progress: bool = True) -> tuple[dict, dict]:
+    """`({path: its copy in the shifted view}, {path: error})` (`voxtrace.data.shift`, under the feature cache)."""
+    from voxtrace.data.shift import shifted_copies, shifted_dir
+    from voxtrace.inference.features import cache_root
+
+    shift, rate = cfg.train.oof_shift, cfg.audio.sample_rate
+    return shifted_copies(paths, shifted_dir(cache_root(cfg), shift, cfg.seed, rate), shift, cfg.seed, rate,
+                          progress=progress)
+
+
 def _write_overall(cfg, run: RunDir, parts: list[pd.DataFrame]) -> dict:
-    """csv/oof.csv, score/overall.json, csv/report_oof.csv and plots/confusion_matrix.png over all folds."""
+    """csv/oof.csv (every view), score/overall.json, csv/report_oof.csv and plots/confusion_matrix.png over all
+    folds; the scores are the clean view's, with the shifted view's under `shifted`."""
     from voxtrace.evaluation.plots import plot_confusion_matrix
 
     oof = pd.concat(parts, ignore_index=True)
     atomic_write_csv(run.oof, oof)
-    scores, y_true, y_pred = _evaluate(cfg, oof, run.csv("report"), "overall OOF")
+    scores, y_true, y_pred = _evaluate(cfg, clean_view(oof), run.csv("report"), "overall OOF")
+    if "view" in oof and (oof["view"] == "shifted").any():
+        scores["shifted"], _, _ = _evaluate(cfg, oof[oof["view"] == "shifted"], run.csv("report_shifted"),
+                                            "overall OOF, shifted view")
     scores["folds"] = sorted(int(f) for f in oof["fold"].unique())
     atomic_write_json(run.score(), scores)
     plot_confusion_matrix(y_true, y_pred, cfg.classes, run.plot("confusion_matrix"),
