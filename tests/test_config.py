@@ -1,6 +1,7 @@
 """The config object: YAML + overrides, validation naming the key, round trip, generated reference up to date."""
 
 import dataclasses
+import functools
 import math
 import subprocess
 import sys
@@ -80,8 +81,7 @@ def test_nan_and_infinity_are_refused_in_every_numeric_key():
         for bad in (math.nan, math.inf, -math.inf):
             value, named = bad, key
             if is_list:
-                section, name = key.rsplit(".", 1) if "." in key else ("", key)
-                current = getattr(getattr(defaults, section) if section else defaults, name)
+                current = functools.reduce(getattr, key.split("."), defaults)
                 value, named = [bad, *current[1:]], f"{key}[0]"
             with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
                 defaults.replace(**{key.replace(".", "__"): value})

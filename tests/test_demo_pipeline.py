@@ -138,9 +138,13 @@ def test_training_stages_leave_checkpoints_and_voice_disjoint_out_of_fold_scores
         model = keras.saving.load_model(run / "ckpt" / ckpts[0], safe_mode=True)
         probs = model.predict(np.zeros((2, cfg.num_samples), np.float32), verbose=0)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-        oof = pd.read_csv(run / "csv" / "oof.csv")
+        both = pd.read_csv(run / "csv" / "oof.csv")
+        oof = both[both["view"] == "clean"].reset_index(drop=True)
         train = meta[meta["split"] == "train"]
         assert sorted(oof["track"]) == sorted(train.index), name  # every training clip scored once, out of fold
+        shifted = both[both["view"] == "shifted"]  # and once more in the shifted view, by the same fold
+        assert shifted[["track", "fold"]].sort_values("track").values.tolist() == \
+            oof[["track", "fold"]].sort_values("track").values.tolist(), name
         groups = train.loc[oof["track"], "speaker"].to_numpy()
         for group in set(groups):  # a voice with more than one clip never spans two folds ... unless its class
             folds = set(oof["fold"][groups == group])  # has that voice alone (then it is split, with a warning)
@@ -166,34 +170,43 @@ def test_pseudo_labels_are_the_weighted_supervised_ensemble_on_the_pseudo_parts(
 
 
 def test_ensemble_choices_are_fitted_on_out_of_fold_scores(demo):
-    """Members kept, weights and rejection: recomputed by brute force with scikit-learn from oof.csv."""
+    """Members kept, weights and rejection: recomputed by brute force with scikit-learn from oof.csv, whose rows
+    hold the clean view and the shifted view (train.oof_shift) of every clip; the choices use both."""
     cfg, choice = demo["cfg"], demo["choice"]
     oof = oof_frames(demo["out"])
     classes = cfg.classes
-    truth = {n: f["label"].map(classes.index).to_numpy() for n, f in oof.items()}
-    f1 = {n: f1_score(truth[n], f[classes].to_numpy().argmax(1), average="macro", labels=range(len(classes)),
-                      zero_division=0) for n, f in oof.items()}
+
+    def f1(y, pred):
+        return f1_score(y, pred, average="macro", labels=range(len(classes)), zero_division=0)
+
     for name in RUNS:
-        assert choice["lvo_f1"][name] == pytest.approx(f1[name], abs=1e-9)
+        frame = oof[name]
+        assert sorted(frame["view"].unique()) == ["clean", "shifted"], name
+        for view, key in (("clean", "lvo_f1"), ("shifted", "lvo_shifted_f1")):
+            rows = frame[frame["view"] == view]
+            assert choice[key][name] == pytest.approx(
+                f1(rows["label"].map(classes.index), rows[classes].to_numpy().argmax(1)), abs=1e-9)
     semi, kept = f"semi/{FROZEN_RUN}", f"supervised/{FROZEN_RUN}"
     assert sorted(choice["kept"]) == sorted([kept, f"supervised/{CNN_RUN}"])
     assert choice["weights"][semi] == 0.0  # trained with pseudo-labels: its OOF scores are not voice-disjoint
-    order = oof[kept]["path"]
-    a = oof[f"supervised/{CNN_RUN}"].set_index("path").loc[order, classes].to_numpy()
-    b = oof[kept].set_index("path").loc[order, classes].to_numpy()
+    order = oof[kept].set_index(["path", "view"]).index
+    a = oof[f"supervised/{CNN_RUN}"].set_index(["path", "view"]).loc[order, classes].to_numpy()
+    b = oof[kept].set_index(["path", "view"]).loc[order, classes].to_numpy()
     y = oof[kept]["label"].map(classes.index).to_numpy()
-    grid = {w: f1_score(y, (w * a + (1 - w) * b).argmax(1), average="macro", labels=range(len(classes)),
-                        zero_division=0) for w in np.round(np.arange(11) / 10, 1)}
-    assert choice["lvo_f1"]["ensemble"] == pytest.approx(max(grid.values()), abs=1e-9)
+    clean = order.get_level_values("view") == "clean"
+    grid = {w: f1(y, (w * a + (1 - w) * b).argmax(1)) for w in np.round(np.arange(11) / 10, 1)}
+    assert choice["both_views_f1"]["ensemble"] == pytest.approx(max(grid.values()), abs=1e-9)
     w = choice["weights"][f"supervised/{CNN_RUN}"]
     assert grid[round(w, 1)] == pytest.approx(max(grid.values()), abs=1e-9)
     assert w + choice["weights"][kept] == pytest.approx(1.0)
     mixed = (w * a + (1 - w) * b).astype(np.float32)  # as the ensemble aggregates: float32 probabilities
+    assert choice["lvo_f1"]["ensemble"] == pytest.approx(f1(y[clean], mixed[clean].argmax(1)), abs=1e-9)
     threshold = choice["rejection"]["threshold"]
     pred = np.where(mixed.max(1) < threshold, classes.index(cfg.unknown_class), mixed.argmax(1))
-    rejected_f1 = f1_score(y, pred, average="macro", labels=range(len(classes)), zero_division=0)
-    assert choice["lvo_f1"]["ensemble + rejection"] == pytest.approx(rejected_f1, abs=1e-9)
-    assert choice["rejection"]["used"] == (rejected_f1 > choice["lvo_f1"]["ensemble"])
+    rejected_f1 = f1(y, pred)
+    assert choice["both_views_f1"]["ensemble + rejection"] == pytest.approx(rejected_f1, abs=1e-9)
+    assert choice["lvo_f1"]["ensemble + rejection"] == pytest.approx(f1(y[clean], pred[clean]), abs=1e-9)
+    assert choice["rejection"]["used"] == (rejected_f1 > choice["both_views_f1"]["ensemble"])
     correct_known = (mixed.argmax(1) == y) & (y != classes.index(cfg.unknown_class))
     kept_share = np.mean(mixed.max(1)[correct_known] >= threshold)
     assert kept_share >= cfg.infer.open_set.target_tpr - 1e-9  # the calibration keeps the target share
@@ -274,7 +287,7 @@ def test_results_table_equals_metrics_recomputed_from_the_predictions(demo):
     expected_rows = {("ensemble", "final"), (REJECTION, "final"), (BASELINE, "supervised")}
     expected_rows |= {(name.split("/")[1], name.split("/")[0]) for name in RUNS}
     assert set(zip(results["model"], results["stage"])) == expected_rows and len(results) == len(expected_rows)
-    figures = [c for c in results.columns if c not in ("model", "stage", "weight", "lvo_f1")]
+    figures = [c for c in results.columns if c not in ("model", "stage", "weight", "lvo_f1", "lvo_shifted_f1")]
     assert {f"{part}_{m}" for part in demo["parts"] for m in ("acc", "f1")} <= set(figures)  # every part is scored
     meta = demo["meta"].set_index("track")
     unknown = classes.index(demo["cfg"].unknown_class)
@@ -285,6 +298,7 @@ def test_results_table_equals_metrics_recomputed_from_the_predictions(demo):
             key = "ensemble + rejection"
         if row["model"] != BASELINE:
             assert row["lvo_f1"] == pytest.approx(choice["lvo_f1"][key], abs=1e-9)
+            assert row["lvo_shifted_f1"] == pytest.approx(choice["lvo_shifted_f1"][key], abs=1e-9)
         if key in choice["weights"]:
             assert row["weight"] == choice["weights"][key]
         for part in demo["parts"]:
