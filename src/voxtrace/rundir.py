@@ -3,7 +3,8 @@
     RUN/cfg/config.yaml                       the resolved config
     RUN/ckpt/fold-K.keras | ckpt/model.keras  the model of fold K, or of all data (`ALL_DATA`)
     RUN/ckpt/state/fold-K.npz | model.npz     the resumable training state
-    RUN/csv/oof.csv                           out-of-fold scores: path, track, label, fold, one column per class
+    RUN/csv/oof.csv                           out-of-fold scores: path, track, label, fold, view (clean, and
+                                              shifted with train.oof_shift), one column per class
     RUN/csv/{train,history,report}_PART.csv   clips trained on, per-epoch logs, per-class reports
     RUN/score/PART.json, score/overall.json   scores of a fold, and over all folds
     RUN/plots/*.png, RUN/logs/PART/           plots and TensorBoard scalars
