@@ -62,6 +62,11 @@ BENCHMARKS = (
     Benchmark("bench_audio_io", ("--rounds", "3"), {
         "span_read_speedup": "decoding a whole 20-minute WAV / reading a 6 s span of it",
     }),
+    Benchmark("xla_speed", ("--rounds", "3", "--repeats", "2"), {
+        "xla_train_step_speedup": "CPU time of the demo ResNet18 training step (64x128, batch 32) without / with "
+                                  "XLA (jit_compile); > 1: XLA is faster",
+        "xla_extractor_speedup": "the same for the frozen Whisper extractor of demo-whisper.yaml (16 windows of 3 s)",
+    }),
     Benchmark("export_speed", (), {
         "export_speedup": "clips/s of the exported model / the Keras model",
     }),
