@@ -64,8 +64,8 @@ def test_kfold_run_writes_every_output(tmp_path, corpus):
     assert list((run / "logs" / "fold-0").glob("events.out.tfevents.*"))  # TensorBoard scalars
 
     oof = pd.read_csv(run / "csv" / "oof.csv")
-    assert list(oof.columns) == ["path", "track", "label", "fold", "espeak", "unknown"]
-    assert set(oof["fold"]) == {0, 1}
+    assert list(oof.columns) == ["path", "track", "label", "fold", "view", "espeak", "unknown"]
+    assert set(oof["fold"]) == {0, 1} and set(oof["view"]) == {"clean"}  # train.oof_shift is off by default
     np.testing.assert_allclose(oof[["espeak", "unknown"]].sum(axis=1), 1.0, atol=1e-4)
     groups = pd.read_csv(corpus).set_index("path")["group"]
     fold_groups = [set(groups[oof.loc[oof["fold"] == k, "path"]]) for k in (0, 1)]

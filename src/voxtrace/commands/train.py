@@ -116,5 +116,8 @@ def run(args: argparse.Namespace) -> int:
     for path in result["checkpoints"]:
         print(f"  checkpoint: {path}")
     if result["overall"]:
-        print("  OOF: " + ", ".join(f"{k} {result['overall'][k]:.4f}" for k in ("acc", "f1", "auc")))
+        overall = result["overall"]
+        print("  OOF: " + ", ".join(f"{k} {overall[k]:.4f}" for k in ("acc", "f1", "auc")))
+        if "shifted" in overall:
+            print("  OOF, shifted view: " + ", ".join(f"{k} {overall['shifted'][k]:.4f}" for k in ("acc", "f1", "auc")))
     return 0
