@@ -113,7 +113,9 @@ def test_seeds_alone_suffix_the_output_dir_and_table_logic(tmp_path):
             raise RuntimeError("out of memory")
         score = Path(run_cfg.output_dir) / run_cfg.run_name / "score"
         score.mkdir(parents=True)
-        (score / "overall.json").write_text(json.dumps({"acc": acc[key], "f1": acc[key] / 2, "auc": 1.0}))
+        shifted = {"acc": acc[key] - 0.1, "f1": acc[key] / 4, "auc": 0.9}  # train.oof_shift's view
+        (score / "overall.json").write_text(json.dumps({"acc": acc[key], "f1": acc[key] / 2, "auc": 1.0,
+                                                        "shifted": shifted}))
 
     result = run_sweep(cfg, {"model.name": ["cnn4", "resnet18"]}, [0, 1], train_fn=fake_train)
     assert [(r.setting, r.seed, m) for r, m in result.failed] == [({"model.name": "cnn4"}, 1,
@@ -123,9 +125,13 @@ def test_seeds_alone_suffix_the_output_dir_and_table_logic(tmp_path):
     assert table.loc["model.name=resnet18", "acc_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert table.loc["model.name=cnn4", "acc_mean"] == pytest.approx(0.9)
     assert np.isnan(table.loc["model.name=cnn4", "acc_std"])  # one finished run: no spread
+    assert table.loc["model.name=resnet18", "shifted_acc_mean"] == pytest.approx(0.5)
+    assert table.loc["model.name=cnn4", "shifted_f1_mean"] == pytest.approx(0.9 / 4)
     markdown = (tmp_path / "exp" / "sweep.md").read_text()
-    assert "| model.name=resnet18 | 0 1 | 2 | 0 | 0.6000 ± 0.1414 | 0.3000 ± 0.0707 | 1.0000 ± 0.0000 |" in markdown
-    assert "| model.name=cnn4 | 0 1 | 1 | 1 | 0.9000 | 0.4500 | 1.0000 |" in markdown
+    assert "| setting | seeds | runs | failed | acc | f1 | auc | shifted acc | shifted f1 | shifted auc |" in markdown
+    assert ("| model.name=resnet18 | 0 1 | 2 | 0 | 0.6000 ± 0.1414 | 0.3000 ± 0.0707 | 1.0000 ± 0.0000 | "
+            "0.5000 ± 0.1414 | 0.1500 ± 0.0354 | 0.9000 ± 0.0000 |") in markdown
+    assert "| model.name=cnn4 | 0 1 | 1 | 1 | 0.9000 | 0.4500 | 1.0000 | 0.8000 | 0.2250 | 0.9000 |" in markdown
 
 
 def test_sweep_file_and_labels(tmp_path):

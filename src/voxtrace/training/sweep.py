@@ -10,8 +10,8 @@ Every run's config is built and validated before the first run starts, so a typo
 key and the value. Run `S` of a setting trains into `OUTPUT_DIR/{key=value,...}-seed{S}/` (with seeds only and no
 sweep file: `OUTPUT_DIR-seed{S}/`). A run that fails is reported and the others still run. At the end
 `OUTPUT_DIR/sweep.csv` and `OUTPUT_DIR/sweep.md` collect the mean and standard deviation over seeds of each
-setting's overall out-of-fold scores (`score/overall.json` of each run), and `OUTPUT_DIR/sweep_runs.csv`
-lists every run.
+setting's overall out-of-fold scores (`score/overall.json` of each run; with `train.oof_shift` the shifted
+view's too, as `shifted acc`, `shifted f1`, `shifted auc`), and `OUTPUT_DIR/sweep_runs.csv` lists every run.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from voxtrace.rundir import RunDir
 log = logging.getLogger(__name__)
 
 METRICS = ("acc", "f1", "auc")
+SHIFTED_METRICS = tuple(f"shifted_{m}" for m in METRICS)  # the shifted view's, from runs with train.oof_shift
 RESERVED_KEYS = {"seed": "pass seeds with --seeds", "output_dir": "the sweep names each run's folder itself"}
 
 
@@ -133,7 +134,14 @@ def _read_scores(run: PlannedRun) -> dict[str, float]:
     if not run.overall_json.is_file():
         return {}
     scores = json.loads(run.overall_json.read_text())
-    return {m: float(scores[m]) for m in METRICS if m in scores}
+    shifted = scores.get("shifted", {})
+    return {**{m: float(scores[m]) for m in METRICS if m in scores},
+            **{f"shifted_{m}": float(shifted[m]) for m in METRICS if m in shifted}}
+
+
+def _metrics(frame: pd.DataFrame) -> tuple[str, ...]:
+    """METRICS, then the shifted view's where any run has them."""
+    return METRICS + tuple(m for m in SHIFTED_METRICS if m in frame or f"{m}_mean" in frame)
 
 
 def summarize(planned: list[PlannedRun], run_rows: pd.DataFrame) -> pd.DataFrame:
@@ -145,7 +153,7 @@ def summarize(planned: list[PlannedRun], run_rows: pd.DataFrame) -> pd.DataFrame
         row = {"setting": label or "(base config)", **{k: _format_value(v) for k, v in setting.items()},
                "seeds": " ".join(str(s) for s in group["seed"]), "runs": len(scored),
                "failed": int((group["status"] == "failed").sum())}
-        for metric in METRICS:
+        for metric in _metrics(run_rows):
             values = scored[metric].dropna().to_numpy(float) if metric in scored else np.array([])
             row[f"{metric}_mean"] = float(values.mean()) if len(values) else np.nan
             row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
@@ -162,11 +170,12 @@ def markdown_table(table: pd.DataFrame) -> str:
             return "–"
         return f"{mean:.4f}" if np.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
-    lines = ["| setting | seeds | runs | failed | " + " | ".join(METRICS) + " |",
-             "|---|---|---:|---:|" + "---:|" * len(METRICS)]
+    metrics = _metrics(table)
+    lines = ["| setting | seeds | runs | failed | " + " | ".join(m.replace("_", " ") for m in metrics) + " |",
+             "|---|---|---:|---:|" + "---:|" * len(metrics)]
     for _, row in table.iterrows():
         lines.append(f"| {row['setting']} | {row['seeds']} | {row['runs']} | {row['failed']} | "
-                     + " | ".join(cell(row, m) for m in METRICS) + " |")
+                     + " | ".join(cell(row, m) for m in metrics) + " |")
     return "\n".join(lines) + "\n"
 
 
