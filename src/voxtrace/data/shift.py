@@ -27,7 +27,7 @@ import soxr
 from tqdm.auto import tqdm
 
 from voxtrace.data.audio import load_audio, save_wav
-VIEWS = ("clean", "shifted")  # the `view` column of out-of-fold frames
+
 SHIFT_SEED = 7_919  # the shifted view's random stream: the config seed plus this, then the clip's file name
 
 
@@ -50,9 +50,15 @@ def habit_shift(x: np.ndarray, rng: np.random.Generator, sample_rate: int, shift
     return (x * (peak / max(float(np.abs(x).max()), 1e-9))).astype(np.float32)
 
 
+def in_view(frame, view: str) -> np.ndarray:
+    """Which rows of an out-of-fold frame are in `view` (`clean` or `shifted`); a frame without a `view` column
+    is all clean."""
+    return (frame["view"] == view).to_numpy() if "view" in frame else np.full(len(frame), view == "clean")
+
+
 def clean_view(frame):
-    """The rows of an out-of-fold frame in the clean view (all of them in a frame without a `view` column)."""
-    return frame[frame["view"] == "clean"] if "view" in frame else frame
+    """The rows of an out-of-fold frame in the clean view."""
+    return frame[in_view(frame, "clean")]
 
 
 def _clip_rng(seed: int, name: str) -> np.random.Generator:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from voxtrace.config import ConfigError
 from voxtrace.data.manifest import read_manifest
-from voxtrace.data.shift import clean_view
+from voxtrace.data.shift import in_view
 from voxtrace.io import atomic_path, atomic_write_csv, atomic_write_json
 from voxtrace.rundir import ALL_DATA, RunDir
 from voxtrace.training.balance import balance_rows, epoch_summary
@@ -303,10 +303,7 @@ def _score_fold(cfg, run: RunDir, fold, ckpt: Path, valid_rows: pd.DataFrame, st
     for path, message in list(errors.items())[:5]:
         log.warning(f"skipped {path}: {message}")
     oof = pd.concat(views, ignore_index=True)
-    scores, _, _ = _evaluate(cfg, clean_view(oof), run.csv("report", fold), f"{run.part(fold)} OOF")
-    if cfg.train.oof_shift.enabled:
-        scores["shifted"], _, _ = _evaluate(cfg, oof[oof["view"] == "shifted"], run.csv("report_shifted", fold),
-                                            f"{run.part(fold)} OOF, shifted view")
+    scores, _, _ = _evaluate_views(cfg, run, oof, fold, f"{run.part(fold)} OOF")
     scores.update({"best_" + cfg.train.monitor: state.best, "best_epoch": state.best_epoch,
                    "num_valid": int(len(valid_rows)), "failed_files": len(errors)})
     atomic_write_json(run.score(fold), scores)
@@ -328,6 +325,16 @@ def _evaluate(cfg, oof: pd.DataFrame, report_path: Path, title: str):
     return scores, y_true, probs.argmax(1)
 
 
+def _evaluate_views(cfg, run: RunDir, oof: pd.DataFrame, fold, title: str):
+    """`_evaluate` on the clean view (`csv/report_PART.csv`), with the shifted view's scores under `shifted`
+    (`csv/report_shifted_PART.csv`) when it has rows; returns (scores, y_true, y_pred) of the clean view."""
+    scores, y_true, y_pred = _evaluate(cfg, oof[in_view(oof, "clean")], run.csv("report", fold), title)
+    shifted = oof[in_view(oof, "shifted")]
+    if len(shifted):
+        scores["shifted"], _, _ = _evaluate(cfg, shifted, run.csv("report_shifted", fold), f"{title}, shifted view")
+    return scores, y_true, y_pred
+
+
 def shifted_paths(cfg, paths, progress: bool = True) -> tuple[dict, dict]:
     """`({path: its copy in the shifted view}, {path: error})` (`voxtrace.data.shift`, under the feature cache)."""
     from voxtrace.data.shift import shifted_copies, shifted_dir
@@ -345,10 +352,7 @@ def _write_overall(cfg, run: RunDir, parts: list[pd.DataFrame]) -> dict:
 
     oof = pd.concat(parts, ignore_index=True)
     atomic_write_csv(run.oof, oof)
-    scores, y_true, y_pred = _evaluate(cfg, clean_view(oof), run.csv("report"), "overall OOF")
-    if "view" in oof and (oof["view"] == "shifted").any():
-        scores["shifted"], _, _ = _evaluate(cfg, oof[oof["view"] == "shifted"], run.csv("report_shifted"),
-                                            "overall OOF, shifted view")
+    scores, y_true, y_pred = _evaluate_views(cfg, run, oof, None, "overall OOF")
     scores["folds"] = sorted(int(f) for f in oof["fold"].unique())
     atomic_write_json(run.score(), scores)
     plot_confusion_matrix(y_true, y_pred, cfg.classes, run.plot("confusion_matrix"),
