@@ -60,6 +60,26 @@ def test_folds_then_models(tmp_path):
     np.testing.assert_allclose(result.probs, (model_a + 3 * fold[2]) / 4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("free_ram, resident", [(10**12, True), (10**3, False)])
+def test_models_stay_loaded_between_calls_when_they_fit_in_ram(tmp_path, monkeypatch, free_ram, resident):
+    """`predict` scores a folder chunk by chunk: checkpoints that fit in a tenth of free RAM are loaded once;
+    otherwise each call loads and releases them (one run in memory at a time). The scores are the same."""
+    from voxtrace.inference import ensemble as ensemble_module
+
+    save_run(tmp_path / "runs" / "A", tiny_cfg(), folds=(0, 1), seed=1)
+    clips = write_clips(tmp_path / "audio", n=3)
+    monkeypatch.setattr("voxtrace.inference.predictor.available_memory_bytes", lambda: free_ram)
+    loads = []
+    real_load = ensemble_module.load_checkpoint
+    monkeypatch.setattr(ensemble_module, "load_checkpoint", lambda path: loads.append(path) or real_load(path))
+    ens = Ensemble(tmp_path / "runs")
+    assert ens.resident is resident
+    first, second = ens.predict(clips[:2], progress=False), ens.predict(clips[2:], progress=False)
+    assert len(loads) == (2 if resident else 4)
+    whole = Ensemble(tmp_path / "runs", resident=False).predict(clips, progress=False)
+    np.testing.assert_allclose(np.concatenate([first.probs, second.probs]), whole.probs, rtol=1e-5)
+
+
 def test_parse_weights_refuses_unknown_name(tmp_path):
     save_run(tmp_path / "runs" / "A", tiny_cfg())
     runs = discover_runs(tmp_path / "runs")

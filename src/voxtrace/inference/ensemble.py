@@ -19,6 +19,7 @@ from voxtrace.inference.checkpoints import ModelRun, discover_runs, load_checkpo
 from voxtrace.vocabulary import AGGREGATIONS, FROZEN_HEADS
 
 _EPS = 1e-7
+RESIDENT_RAM_SHARE = 0.1  # models stay loaded between calls when their checkpoints take under this share of free RAM
 
 
 class Aggregator:
@@ -116,13 +117,14 @@ class Ensemble:
     """Every checkpoint under a model dir, predicted one run at a time (its folds share one decoding pass).
 
     A run of weight 0 is not predicted at all, unless `every_member` asks for each run's own scores.
-    `resident` keeps every model loaded between calls (the web app); otherwise each run's models are loaded
-    for one call and released, so memory holds one run at a time. `open_set` (a calibrated rule from
+    `resident` keeps every model loaded between calls (the web app, and `predict`'s chunks); False loads each
+    run's models for one call and releases them, so memory holds one run at a time; None (the default) keeps
+    them loaded when all checkpoints together take under `RESIDENT_RAM_SHARE` of free RAM. `open_set` (a calibrated rule from
     `inference.open_set.load_or_calibrate`) makes `labels` reject unsure clips to the unknown class.
     """
 
     def __init__(self, model_dir, agg: str = "mean", weights=None, tta: int = 1, batch_size: int | None = None,
-                 max_duration: float | None = None, every_member: bool = False, resident: bool = False):
+                 max_duration: float | None = None, every_member: bool = False, resident: bool | None = None):
         if agg not in AGGREGATIONS:
             raise ValueError(f"agg must be one of {list(AGGREGATIONS)}. Received: agg={agg!r}")
         if agg == "max" and weights:
@@ -136,7 +138,7 @@ class Ensemble:
         self.agg, self.tta, self.batch_size = agg, int(tta), batch_size
         self.max_duration = max_duration  # files longer are read span by span (predictor.MAX_DECODE_S if None)
         self.every_member = every_member
-        self.resident = resident
+        self.resident = fits_in_memory(self.runs) if resident is None else resident
         self.open_set: dict | None = None
         self.decision: dict | None = None  # a fitted detection threshold (inference.decision.load_or_fit_decision)
         self._loaded: dict[str, list] = {}
@@ -249,6 +251,16 @@ class Ensemble:
         position = {str(p): i for i, p in enumerate(paths)}
         errors = {p: m for p, m in errors.items() if not np.isfinite(probs[position[p]]).all()}
         return EnsembleResult(paths=paths, probs=probs, per_model=per_model, errors=errors, classes=self.classes)
+
+
+def fits_in_memory(runs) -> bool:
+    """Whether the checkpoints of `runs` (files, or exported model folders) together take under
+    `RESIDENT_RAM_SHARE` of free RAM."""
+    from voxtrace.inference.predictor import available_memory_bytes
+
+    files = [f for run in runs for p in run.checkpoints for f in ([p] if p.is_file() else p.rglob("*"))]
+    size = sum(f.stat().st_size for f in files if f.is_file())
+    return size < RESIDENT_RAM_SHARE * available_memory_bytes()
 
 
 def _release_models() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
 from pathlib import Path
 
 import keras
@@ -137,12 +138,19 @@ def extract_features(cfg, extractor: keras.Model, paths, draws: int = 0, cache: 
 
 
 # ---- frozen members at prediction ---------------------------------------------------------------------------
+_SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a loaded checkpoint -> its two halves
+
+
 def split_frozen(model) -> tuple[keras.Model, keras.Model]:
-    """`(extractor, head)` of a frozen-head checkpoint: waveforms -> pooled features, features -> probabilities."""
+    """`(extractor, head)` of a frozen-head checkpoint: waveforms -> pooled features, features -> probabilities.
+
+    Kept while the checkpoint is loaded, so a model predicting chunk after chunk traces its halves once."""
     from voxtrace.models.heads import NORM_LAYER
 
-    norm = model.get_layer(NORM_LAYER)
-    return keras.Model(model.inputs, norm.input), keras.Model(norm.input, model.output)
+    if model not in _SPLITS:
+        norm = model.get_layer(NORM_LAYER)
+        _SPLITS[model] = (keras.Model(model.inputs, norm.input), keras.Model(norm.input, model.output))
+    return _SPLITS[model]
 
 
 def predict_frozen(models, cfg, paths, progress: bool = True) -> tuple[list[np.ndarray], dict[str, str]]:
