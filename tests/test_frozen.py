@@ -10,6 +10,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from fixtures_inference import write_clips
 from voxtrace.config import Config
 from voxtrace.models.classifier import CLASSIFIER_LAYER
 from voxtrace.models.heads import frozen_head
@@ -290,3 +291,29 @@ def test_fold_head_checkpoints_are_the_heads_behind_the_out_of_fold_scores(tmp_p
 
     with pytest.raises(ConfigError, match="model.head.save"):
         train(Config.load(None, overrides + ["model.head.save=best"]))
+
+
+def test_xla_features_equal_plain_ones_and_an_uncompilable_backbone_falls_back(tmp_path, caplog):
+    """`model.head.jit_compile` computes the cached features with XLA: equal to the plain extractor's within 1e-5;
+    a backbone XLA cannot compile (here a NumPy op) warns once and is computed without."""
+    import tensorflow as tf
+
+    cfg = _cfg(kind="logistic")
+    paths = write_clips(tmp_path / "audio", n=4)
+    extractor = clip_features.feature_extractor(cfg)
+    plain, _ = clip_features.extract_features(_cfg(kind="logistic", jit_compile="false"), extractor, paths,
+                                              progress=False)
+    xla, _ = clip_features.extract_features(cfg, extractor, paths, progress=False)
+    assert isinstance(clip_features.compiled(extractor), clip_features.XlaExtractor)
+    for path in paths:
+        np.testing.assert_allclose(xla[(path, 0)], plain[(path, 0)], atol=1e-5 * np.abs(plain[(path, 0)]).max())
+
+    inputs = keras.Input((cfg.num_samples,))
+    doubled = keras.layers.Lambda(lambda x: tf.reshape(tf.numpy_function(lambda a: a * 2, [x], tf.float32),
+                                                       [-1, cfg.num_samples])[:, :8], output_shape=(8,))(inputs)
+    odd = keras.Model(inputs, doubled)
+    with caplog.at_level("WARNING"):
+        features, errors = clip_features.extract_features(cfg, odd, paths[:2], progress=False)
+    assert "XLA cannot compile" in caplog.text and not errors
+    windows = clip_features._clip_windows(cfg, paths[0], 0)
+    np.testing.assert_allclose(features[(paths[0], 0)], 2 * windows[:, :8], rtol=1e-6)
