@@ -5,7 +5,8 @@ whoever asks, so its features are computed once: each clip is decoded, cut into 
 uses (`voxtrace.inference.windows.tta_windows`, pass 0), and every window goes through the backbone once.
 `FeatureCache` keeps them on disk under a fingerprint of the backbone (name, options, weights), the windowing
 and the augmentation, keyed by the clip's path, size, modification time and augmentation draw. Training
-(`voxtrace.training.frozen`) and prediction (`voxtrace.inference.ensemble`, frozen members) share them.
+(`voxtrace.training.frozen`) and prediction (`voxtrace.inference.ensemble`, frozen members) share them. The
+backbone runs compiled with XLA (`model.head.jit_compile`, `XlaExtractor`), on batches of one fixed size.
 """
 
 from __future__ import annotations
