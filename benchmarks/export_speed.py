@@ -52,7 +52,7 @@ def levers(ensembles: dict, files: list[Path]) -> None:
     import onnxruntime as ort
 
     from voxtrace.data.audio import load_audio
-    from voxtrace.inference.runtime import OnnxRunner, TFLiteRunner, cpu_threads, inference_threads, onnx_options
+    from voxtrace.inference.runtime import OnnxRunner, TFLiteRunner, cpu_threads, onnx_options
     from voxtrace.inference.windows import frame_windows
 
     keras_run = ensembles["keras"].members[0]
@@ -101,7 +101,7 @@ def levers(ensembles: dict, files: list[Path]) -> None:
             exported.runner = TFLiteRunner(model_path=path, threads=threads)
             row("tflite", exported, 32, f"XNNPACK, {threads} thread(s)")
         exported.runner.interpreter = Interpreter(
-            model_path=path, num_threads=inference_threads(),
+            model_path=path, num_threads=cpu_threads(),
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         exported.runner.allocated = None
         row("tflite", exported, 32, "no XNNPACK")

@@ -21,29 +21,25 @@ DEFAULT_BATCH = 32  # windows per call of a dynamic-batch export (benchmarks/exp
 
 
 def cpu_threads() -> int:
-    """The CPU cores this process may run on."""
+    """The CPU cores this process may run on: the threads of an exported model. Through `voxtrace predict`'s
+    path on the idle 2-core CPU, two threads scored 1.19x (ONNX) and 1.25x (TFLite) Keras' files/s, one thread
+    0.81x and 0.72x (benchmarks/export_speed.py): the decoding threads need little of a core."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
-def inference_threads() -> int:
-    """Threads of an exported model: every core but one, which the predictor's decoding threads keep (on a
-    shared 2-core CPU, one thread scored 1.26x the files/s of two through `voxtrace predict`'s path)."""
-    return max(1, cpu_threads() - 1)
-
-
 def onnx_options(threads: int | None = None):
     """ONNX Runtime settings of `OnnxRunner`: every graph optimisation, operators one after the other,
-    `inference_threads()` intra-op threads that sleep rather than spin between operators (the decoding
-    threads keep their core). benchmarks/export_speed.py --levers times the alternatives."""
+    `cpu_threads()` intra-op threads that sleep rather than spin between operators (the decoding threads share
+    the cores). benchmarks/export_speed.py --levers times the alternatives."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads or inference_threads()
+    options.intra_op_num_threads = threads or cpu_threads()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
@@ -76,7 +72,7 @@ def tflite_interpreter_class():
 
 
 class TFLiteRunner:
-    """A TFLite interpreter (XNNPACK, the default delegate, `inference_threads()`), resized to each batch."""
+    """A TFLite interpreter (XNNPACK, the default delegate, `cpu_threads()`), resized to each batch."""
 
     def __init__(self, model_content: bytes | None = None, model_path: str | None = None,
                  threads: int | None = None):
@@ -85,7 +81,7 @@ class TFLiteRunner:
         with warnings.catch_warnings():  # tf.lite.Interpreter announces its move to LiteRT
             warnings.simplefilter("ignore")
             self.interpreter = tflite_interpreter_class()(model_content=model_content, model_path=model_path,
-                                                          num_threads=threads or inference_threads())
+                                                          num_threads=threads or cpu_threads())
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = None if self.input["shape_signature"][0] == -1 else int(self.input["shape"][0])
