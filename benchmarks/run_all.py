@@ -71,7 +71,8 @@ BENCHMARKS = (
         "xla_extractor_speedup_wall": "the same in wall time",
     }),
     Benchmark("export_speed", (), {
-        "export_speedup": "clips/s of the exported model / the Keras model",
+        "export_speedup": "clips/s of the exported model / the Keras model (ONNX, every core); target >= 1.5",
+        "export_speedup_tflite": "the same for TFLite (XNNPACK, every core)",
     }),
 )
 
