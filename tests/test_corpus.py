@@ -145,15 +145,22 @@ def test_build_with_real_engines(tiny_corpus):
 
 
 @needs_engines
-def test_resume_renders_only_missing_clips(tiny_corpus, monkeypatch):
+def test_resume_renders_only_the_batches_of_missing_clips(tiny_corpus, monkeypatch):
+    """A rerun renders the batches (`_batches`: one clip, or a voice's run of festival / Piper clips) that miss a
+    clip; the other clips are not touched, and the finished clips of a re-rendered batch come out the same."""
     out = tiny_corpus
     meta = pd.read_csv(out / "metadata.csv")
-    removed = meta.sample(3, random_state=0)
+    removed = pd.concat([meta[meta.engine == "piper"].head(1), meta[meta.engine != "piper"].sample(2, random_state=0)])
     for row in removed.itertuples():
         (out / row.split / row.track).unlink()
     (out / "train" / ".x.abc.partial.wav").write_bytes(b"half")  # left by a killed build
+    units = build_module.work_units(build_module.corpus_plan(1, 1, 5, cross_per_class=1), out)
+    batched = sorted(job.track for _, unit in units for job in unit)
+    assert set(removed.track) < set(batched)  # the Piper clip's batch holds other finished clips
     kept = meta[~meta.track.isin(removed.track)]
-    before = {t: (out / s / t).stat().st_mtime_ns for s, t in zip(kept.split, kept.track)}
+    audio = {t: (out / s / t).read_bytes() for s, t in zip(kept.split, kept.track)}
+    untouched = kept[~kept.track.isin(batched)]
+    before = {t: (out / s / t).stat().st_mtime_ns for s, t in zip(untouched.split, untouched.track)}
     rendered = []
     original = build_module.render_clip
     monkeypatch.setattr(build_module, "render_clip",
@@ -162,8 +169,9 @@ def test_resume_renders_only_missing_clips(tiny_corpus, monkeypatch):
     monkeypatch.setattr(cross, "render_clip",
                         lambda job, *a, **k: rendered.append(job.track) or original_cross(job, *a, **k))
     build_demo_corpus(out, per_class=1, eval_per_class=1, seed=5, jobs=1, cross_per_class=1)
-    assert sorted(rendered) == sorted(removed.track)
-    assert before == {t: (out / s / t).stat().st_mtime_ns for s, t in zip(kept.split, kept.track)}
+    assert sorted(rendered) == batched
+    assert before == {t: (out / s / t).stat().st_mtime_ns for s, t in zip(untouched.split, untouched.track)}
+    assert audio == {t: (out / s / t).read_bytes() for s, t in zip(kept.split, kept.track)}
     assert not list(out.glob("*/.*partial*"))
     pd.testing.assert_frame_equal(pd.read_csv(out / "metadata.csv").drop(columns="duration"),
                                   meta.drop(columns="duration"))
@@ -171,6 +179,22 @@ def test_resume_renders_only_missing_clips(tiny_corpus, monkeypatch):
         build_demo_corpus(out, per_class=3, eval_per_class=1, seed=5, jobs=1, cross_per_class=1)
     with pytest.raises(ValueError, match="cross_per_class"):
         build_demo_corpus(out, per_class=1, eval_per_class=1, seed=5, jobs=1, cross_per_class=2)
+
+
+@needs_engines
+def test_piper_clips_depend_on_their_batch_alone(tmp_path):
+    """ONNX Runtime's VITS noise moves on with every clip a session speaks; each batch of Piper clips starts a
+    session seeded by its first clip, so a batch renders the same bytes whatever the process rendered before."""
+    piper = [job for job in plan_corpus(per_class=3, eval_per_class=1, seed=0) if job.engine == "piper"]
+    batch, other = piper[:2], piper[2:3]
+    assert [batch] == build_module._batches(batch)
+    build_module._render_batch(batch, tmp_path / "first")
+    build_module._render_batch(other, tmp_path / "other")  # the process's Piper session speaks something else
+    build_module._render_batch(batch, tmp_path / "again")
+    for job in batch:
+        first = (tmp_path / "first" / job.split / job.track).read_bytes()
+        assert first == (tmp_path / "again" / job.split / job.track).read_bytes()
+    assert (tmp_path / "other" / other[0].split / other[0].track).is_file()
 
 
 @needs_engines
@@ -325,8 +349,7 @@ def test_cross_clips_have_their_own_levels_silences_and_lengths(tiny_corpus):
     """Part 4 clips peak at their planned level and vary in loudness; clean train clips sit at -23 dBFS RMS."""
     out = tiny_corpus
     meta = pd.read_csv(out / "metadata.csv", keep_default_na=False)
-    main = plan_corpus(per_class=1, eval_per_class=1, seed=5)
-    jobs = {j.track: j for j in cross.plan_cross(1, 5, taken={j.track.removesuffix(".wav") for j in main})}
+    jobs = {j.track: j for j in build_module.corpus_plan(1, 1, 5, cross_per_class=1)}
     part4 = meta[meta.split == "eval_part4"]
     assert set(part4.track) <= set(jobs) and len(part4) == 6
     rms = []

@@ -47,6 +47,7 @@ from voxtrace.data.corpus.engines import (
     Voice,
     human_speakers,
     missing_programs,
+    seed_piper,
     synthesize,
     synthesize_festival_batch,
 )
@@ -77,6 +78,8 @@ SENTENCE_SHARE = {"train": 0.55, "eval_part1": 0.15, "eval_part2": 0.15, "eval_p
 # human speakers of a package family, in turn
 SPEAKER_PATTERN = ("train", "eval_part1", "eval_part2", "eval_part3", "train", "train", "train")
 FESTIVAL_BATCH = 8  # festival clips rendered by one festival process
+PIPER_BATCH = 24  # Piper clips rendered in order by one freshly seeded session (engines.seed_piper)
+BATCHED_ENGINES = {"festival": FESTIVAL_BATCH, "piper": PIPER_BATCH}
 SPARE_TEXTS = 4  # sentences of the same split a clip falls back on when its engine cannot speak one
 VOCODED_EVERY = 2  # every 2nd "unknown" clip is a vocoder's resynthesis of a human segment
 # Channel parity in train/: every class meets the same channels. A quarter of the human recordings come
@@ -410,7 +413,11 @@ def _render_batch(batch: list[ClipJob], out: Path) -> list[tuple[str, str]]:
 
 
 def render_each(batch: list, out: Path, spoken: dict, render) -> list[tuple[str, str]]:
-    """`render(job, out, spoken)` for every clip of a batch; returns (speaker, error line) per failed clip."""
+    """`render(job, out, spoken)` for every clip of a batch, in order; returns (speaker, error line) per failed
+    clip. A batch of Piper clips starts a session seeded by its first clip, so its audio depends on the batch
+    alone, not on what the worker process rendered before."""
+    if batch and batch[0].engine == "piper":
+        seed_piper(batch[0].seed)
     errors = []
     for job in batch:
         try:
@@ -420,18 +427,20 @@ def render_each(batch: list, out: Path, spoken: dict, render) -> list[tuple[str,
     return errors
 
 
-def _batches(todo: list[ClipJob]) -> list[list[ClipJob]]:
-    """One clip per work unit, except festival clips, grouped by voice into runs of FESTIVAL_BATCH."""
-    units, festival = [], {}
-    for job in todo:
-        if job.engine == "festival":
-            group = festival.setdefault(job.voice, [])
-            group.append(job)
-            if len(group) == FESTIVAL_BATCH:
-                units.append(festival.pop(job.voice))
-        else:
+def _batches(jobs: list[ClipJob]) -> list[list[ClipJob]]:
+    """One clip per work unit, except the clips of `BATCHED_ENGINES`, grouped by voice in plan order into runs of
+    the engine's batch size. Made from the whole plan, so a clip is always rendered in the same batch."""
+    units, open_groups = [], {}
+    for job in jobs:
+        size = BATCHED_ENGINES.get(job.engine)
+        if size is None:
             units.append([job])
-    return units + list(festival.values())
+            continue
+        group = open_groups.setdefault((job.engine, job.voice), [])
+        group.append(job)
+        if len(group) == size:
+            units.append(open_groups.pop((job.engine, job.voice)))
+    return units + list(open_groups.values())
 
 
 # ---- the build ------------------------------------------------------------------------------------------------
@@ -456,8 +465,6 @@ def build_demo_corpus(
         jobs: worker processes (default: all CPU cores).
         cross_per_class: clips per class in each cross-corpus part (`voxtrace.data.corpus.cross`).
     """
-    from voxtrace.data.corpus import cross  # it builds on this module
-
     if task not in TASKS:
         raise ValueError(f"task must be one of {list(TASKS)}. Received: task={task!r}")
     missing = missing_programs()
@@ -467,21 +474,40 @@ def build_demo_corpus(
     started = time.time()
     settings = {"per_class": per_class, "eval_per_class": eval_per_class, "seed": seed,
                 "cross_per_class": cross_per_class}
-    plan = plan_corpus(per_class, eval_per_class, seed)
-    plan += cross.plan_cross(cross_per_class, seed, taken={Path(job.track).stem for job in plan})
+    plan = corpus_plan(per_class, eval_per_class, seed, cross_per_class)
     _check_settings(out, settings)
     for path in list(out.glob("*/.*.partial.*")) + list(out.glob(".build/.*.partial.*")):
         path.unlink()  # left behind by an interrupted build
-    todo = [job for job in plan if not _finished(out, job)]
-    units = [(_render_batch, unit) for unit in _batches([job for job in todo if job.split in BUILDER_SPLITS])]
-    units += [(cross.render_batch, unit) for unit in _batches([job for job in todo if job.split in CROSS_PARTS])]
+    units = work_units(plan, out)
     failures = _render_all(units, out, jobs or os.cpu_count() or 1)
     if failures:
         raise RuntimeError(_failure_report(failures, plan))
     records = pd.DataFrame([json.loads((out / ".build" / f"{Path(j.track).stem}.json").read_text()) for j in plan])
     _write_tables(out, records, task)
-    atomic_write_text(out / "README.md", _readme(records, settings, task, time.time() - started, len(todo)))
+    rendered = sum(len(unit) for _, unit in units)
+    atomic_write_text(out / "README.md", _readme(records, settings, task, time.time() - started, rendered))
     return out
+
+
+def corpus_plan(per_class: int, eval_per_class: int, seed: int, cross_per_class: int) -> list:
+    """Every clip of the corpus: the builder's splits (`plan_corpus`) and the cross-corpus parts."""
+    from voxtrace.data.corpus import cross  # it builds on this module
+
+    plan = plan_corpus(per_class, eval_per_class, seed)
+    return plan + cross.plan_cross(cross_per_class, seed, taken={Path(job.track).stem for job in plan})
+
+
+def work_units(plan: list, out: Path) -> list[tuple]:
+    """`(render function, batch)` for every batch of the plan (`_batches`) with a clip missing from `out`.
+
+    A batch is rendered whole: its finished clips come out the same, and its Piper clips are spoken in the same
+    order by the same seeded session as in an uninterrupted build."""
+    from voxtrace.data.corpus import cross  # it builds on this module
+
+    missing = {job.track for job in plan if not _finished(out, job)}
+    units = [(_render_batch, unit) for unit in _batches([job for job in plan if job.split in BUILDER_SPLITS])]
+    units += [(cross.render_batch, unit) for unit in _batches([job for job in plan if job.split in CROSS_PARTS])]
+    return [(render, unit) for render, unit in units if any(job.track in missing for job in unit)]
 
 
 def _failure_report(failures: list[tuple[str, str]], plan: list[ClipJob]) -> str:

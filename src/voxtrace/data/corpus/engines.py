@@ -183,6 +183,16 @@ def _piper_voice():
     return PiperVoice(session=session, config=config)
 
 
+def seed_piper(seed: int) -> None:
+    """Start Piper afresh, its sampling noise seeded by `seed`. ONNX Runtime seeds the VITS graph's random
+    draws when a session is created and advances them with every run, so what a session speaks depends on what
+    it spoke before: after this call, only on `seed` and the order of the calls."""
+    import onnxruntime
+
+    _piper_voice.cache_clear()
+    onnxruntime.set_seed(int(seed) % 2**31)
+
+
 def _piper(text: str, rate: float, noise_scale: float, noise_w: float) -> tuple[np.ndarray, int]:
     from piper import SynthesisConfig
 

@@ -21,7 +21,9 @@ Synthetic speech attribution data built on this machine from real speech engines
   human speech, 1 spoof = everything synthetic, vocoded speech included), and voice_in_train (True when the
   clip's speaker, a voice or a human speaker, also speaks in `train/`)
 
-Track names are random hex ids: they say nothing about the class.
+Track names are random hex ids: they say nothing about the class. Every clip is rendered from its entry in
+the plan alone (its seed, texts, voice and channels; Piper clips in fixed batches, each spoken by a freshly
+seeded session), so a rerun or another build with the same arguments and engine versions writes the same audio.
 
 ## Clips per class
 
