@@ -71,8 +71,8 @@ def add_arguments(parser) -> None:
                              "of about this length, so memory stays bounded (default: 600)")
     parser.add_argument("--save-every", type=int, default=DEFAULT_SAVE_EVERY,
                         help="append the scored rows to OUTPUT.partial every N files; smaller loses less to a "
-                             "crash (checkpoints stay loaded between appends when they fit in a tenth of free RAM, else "
-                             "each append reloads them) (default: %(default)s)")
+                             "crash (checkpoints stay loaded between appends when they fit in a tenth of free RAM, "
+                             "else each append reloads them) (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from OUTPUT.partial (same settings), skipping the "
                              "files it already holds")

@@ -119,8 +119,9 @@ class Ensemble:
     A run of weight 0 is not predicted at all, unless `every_member` asks for each run's own scores.
     `resident` keeps every model loaded between calls (the web app, and `predict`'s chunks); False loads each
     run's models for one call and releases them, so memory holds one run at a time; None (the default) keeps
-    them loaded when all checkpoints together take under `RESIDENT_RAM_SHARE` of free RAM. `open_set` (a calibrated rule from
-    `inference.open_set.load_or_calibrate`) makes `labels` reject unsure clips to the unknown class.
+    them loaded when all checkpoints together take under `RESIDENT_RAM_SHARE` of free RAM. `open_set` (a
+    calibrated rule from `inference.open_set.load_or_calibrate`) makes `labels` reject unsure clips to the
+    unknown class.
     """
 
     def __init__(self, model_dir, agg: str = "mean", weights=None, tta: int = 1, batch_size: int | None = None,
