@@ -198,6 +198,20 @@ def test_piper_clips_depend_on_their_batch_alone(tmp_path):
 
 
 @needs_engines
+def test_festival_clips_do_not_depend_on_their_batch():
+    """FESTIVAL_BATCH only sets how many clips one festival process speaks: a clip spoken in a batch is the same
+    audio as the clip spoken alone (each item's rate is set anew, none carries over to the next)."""
+    from voxtrace.data.corpus.engines import Voice, synthesize_festival_batch
+
+    items = [(sentence_list()[i], rate) for i, rate in ((3, 1.15), (7, 0.9), (11, 1.0))]
+    voice = Voice("festival", "kal_diphone")
+    together = synthesize_festival_batch(voice, items)
+    for item, (audio, rate) in zip(items, together):
+        alone, alone_rate = synthesize_festival_batch(voice, [item])[0]
+        assert rate == alone_rate and np.array_equal(audio, alone)
+
+
+@needs_engines
 def test_corpus_command_detect_labels(tiny_corpus, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(tiny_corpus, out)
