@@ -543,7 +543,11 @@ def _finished(out: Path, job) -> bool:
 
 
 def _render_all(units: list[tuple], out: Path, workers: int) -> list[tuple[str, str]]:
-    """Render (function, batch of clips) units in `workers` processes; returns the failures."""
+    """Render (function, batch of clips) units in `workers` processes; returns the failures.
+
+    The largest batches go first and single clips last, so no worker is left alone with a long batch at the end
+    (every unit's audio depends on the unit alone, not on when it is rendered)."""
+    units = sorted(units, key=lambda item: -len(item[1]))
     failures = []
     with tqdm(total=sum(len(unit) for _, unit in units), desc="corpus", unit="clip", dynamic_ncols=True) as progress:
         if workers <= 1:
