@@ -70,11 +70,14 @@ def test_binary_logistic_head_matches_scikit_learn():
                                expected, atol=2e-5)
 
 
-def test_knn_head_matches_brute_force_vote():
+@pytest.mark.parametrize("weighted", [False, True])
+def test_knn_head_matches_brute_force_vote(weighted):
+    """Each of the k nearest clips votes exp(similarity / T) times its sample weight (data.balance: weights)."""
     x, labels = _blobs(n=60)
     queries = _blobs(n=15, seed=1)[0]
     cfg = _cfg(kind="knn", k=5, temperature=0.2)
-    fitted = frozen.fit_head(cfg, x, np.eye(3)[labels], np.ones(len(x)))
+    weights = np.array([1.0, 6.0, 0.5])[labels] if weighted else np.ones(len(x))
+    fitted = frozen.fit_head(cfg, x, np.eye(3)[labels], weights)
     got = _head_model(cfg, fitted, x.shape[1]).predict(queries.astype("float32"), verbose=0)
     mean, std = x.mean(0), x.std(0)
     bank = (x - mean) / std
@@ -85,7 +88,7 @@ def test_knn_head_matches_brute_force_vote():
     expected = np.zeros((len(q), 3))
     for i, row in enumerate(sims):
         for j in np.argsort(-row)[:5]:
-            expected[i, labels[j]] += np.exp(row[j] / 0.2)
+            expected[i, labels[j]] += weights[j] * np.exp(row[j] / 0.2)
     expected /= expected.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 

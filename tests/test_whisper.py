@@ -294,7 +294,16 @@ def test_active_frame_pooling_matches_numpy_and_ignores_gain_and_padding_frames(
     for b in range(2):
         kept = states[b][weights[b] > 0]
         np.testing.assert_allclose(pooled[b], np.concatenate([kept.mean(0), np.sqrt(kept.var(0) + 1e-5)]), atol=1e-5)
+    mean_only = MeanStdPooling1D(with_std=False)([states, weights[..., None]]).numpy()
+    np.testing.assert_allclose(mean_only, np.stack([states[b][weights[b] > 0].mean(0) for b in range(2)]), atol=1e-5)
 
     encoder = create_model("whisper_tiny_en", (16000,), states="all", normalize_level=True, active_db=40.0)
     clip = rng.normal(0, 0.1, (1, 16000)).astype("float32")
     np.testing.assert_allclose(encoder(clip * 0.03).numpy(), encoder(clip).numpy(), atol=1e-4)
+    # the means of the active frames alone (pooling: mean) are the first half of each state's mean_std features
+    means = create_model("whisper_tiny_en", (16000,), states=[1, 3], pooling="mean", normalize_level=True,
+                         active_db=40.0)
+    for layer in means.layers:
+        layer.set_weights(encoder.get_layer(layer.name).get_weights())
+    both = encoder(clip).numpy().reshape(1, 5, 2, -1)
+    np.testing.assert_allclose(means(clip).numpy(), both[:, [1, 3], 0].reshape(1, -1), atol=1e-5)

@@ -7,7 +7,8 @@ then classified:
   `LogisticRegression`, fitted on the cached features: `voxtrace.training.frozen`);
 * `mlp`: Dense(hidden, GELU), dropout, Dense softmax, trained with Keras on the cached features;
 * `knn`: `KNNVote`, a vote of the `k` training windows nearest in cosine similarity (TADA-style), each weighted
-  by `exp(similarity / temperature)`, softmax-normalised over the classes; its bank is the training features.
+  by `exp(similarity / temperature)` and by the clip's sample weight (carried in its bank label),
+  normalised over the classes; its bank is the training features.
 
 `FittedHead` carries the fitted arrays; `frozen_head` builds the layers with the shapes they need and
 `FittedHead.assign` writes the arrays into a built model, so a checkpoint's config holds shapes only and
@@ -44,8 +45,9 @@ class Standardize(layers.Layer):
 class KNNVote(layers.Layer):
     """Class probabilities from the `k` bank rows nearest (cosine) to each input row.
 
-    The bank (`bank_size x D` features, L2-normalised) and its labels (`bank_size x C`, one-hot or soft) are
-    non-trainable weights. Each neighbour votes for its label with weight `exp(similarity / temperature)`.
+    The bank (`bank_size x D` features, L2-normalised) and its labels (`bank_size x C`: one-hot or soft, scaled
+    by each row's sample weight) are non-trainable weights. Each neighbour votes for its label with weight
+    `exp(similarity / temperature)`.
     """
 
     def __init__(self, bank_size: int, num_classes: int, k: int = 10, temperature: float = 0.1, **kwargs):

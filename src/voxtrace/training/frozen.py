@@ -51,7 +51,8 @@ def fit_head(cfg, x: np.ndarray, targets: np.ndarray, weights: np.ndarray):
 
     `logistic` is scikit-learn's `StandardScaler` + `LogisticRegression(C=head.c)` on the hard labels (the
     argmax of soft targets, weighted by the sample weight); classes absent from the targets (e.g. `unknown`
-    with `known_only`) get a bias that keeps their probability at zero.
+    with `known_only`) get a bias that keeps their probability at zero. `knn` keeps every clip in its bank, its
+    label scaled by the clip's weight: with `data.balance: weights` each class votes with the same total weight.
     """
     from voxtrace.models.classifier import CLASSIFIER_LAYER
     from voxtrace.models.heads import FittedHead
@@ -78,7 +79,7 @@ def fit_head(cfg, x: np.ndarray, targets: np.ndarray, weights: np.ndarray):
         return FittedHead("logistic", mean, scale, {CLASSIFIER_LAYER: [kernel, full_bias]})
     if head.kind == "knn":
         bank = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-        return FittedHead("knn", mean, scale, {CLASSIFIER_LAYER: [bank, targets]})
+        return FittedHead("knn", mean, scale, {CLASSIFIER_LAYER: [bank, targets * weights[:, None]]})
     return _fit_mlp(cfg, z, targets, weights, FittedHead("mlp", mean, scale))
 
 

@@ -14,7 +14,8 @@ from local files only (`voxtrace.models.whisper.weights`, `model.pretrain: whisp
   last `k` blocks (0: frozen encoder, only the head learns).
 * `layer_weights`: True replaces the last block's output by a softmax-weighted sum of every hidden state
   (the SUPERB recipe), each layer-normalised without learned scale first.
-* `pooling`: `mean_std` (mean and standard deviation over frames, `[B, 2 * width]`) or `mean` (`[B, width]`).
+* `pooling`: `mean_std` (mean and standard deviation over frames, `[B, 2 * width]`) or `mean` (`[B, width]`),
+  over the active frames alone with `active_db`.
 * `normalize_level`: scale each window to -23 dBFS RMS over its active 20 ms frames (peaks kept under 0.95)
   before the front-end, so that a recording's gain is not a feature.
 * `active_db`: pool only the encoder frames whose log-mel energy is within this many dB of the window's
@@ -108,8 +109,13 @@ class WeightedLayerSum(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="voxtrace")
 class MeanStdPooling1D(layers.Layer):
-    """Statistics pooling over time: `[B, T, D] -> [B, 2D]`, the mean then the standard deviation; with frame
-    weights (`[x, weights [B, T, 1]]`), over the weighted frames only."""
+    """Statistics pooling over time: `[B, T, D] -> [B, 2D]`, the mean then the standard deviation (`[B, D]`, the
+    mean alone, with `with_std=False`); with frame weights (`[x, weights [B, T, 1]]`), over the weighted frames
+    only."""
+
+    def __init__(self, with_std: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.with_std = bool(with_std)
 
     def call(self, inputs):
         x, weights = inputs if isinstance(inputs, (list, tuple)) else (inputs, None)
@@ -120,13 +126,18 @@ class MeanStdPooling1D(layers.Layer):
             total = ops.maximum(ops.sum(weights, axis=1), 1e-6)
             mean = ops.sum(x * weights, axis=1) / total
             var = ops.sum(ops.square(x - mean[:, None]) * weights, axis=1) / total
+        if not self.with_std:
+            return mean
         std = ops.sqrt(ops.maximum(var, 0.0) + LAYER_NORM_EPSILON)
         return ops.concatenate([mean, std], axis=-1)
 
     def compute_output_shape(self, input_shape):
         shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)) \
             else input_shape
-        return (shape[0], 2 * shape[-1])
+        return (shape[0], (2 if self.with_std else 1) * shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "with_std": self.with_std}
 
 
 @keras.saving.register_keras_serializable(package="voxtrace")
@@ -189,8 +200,6 @@ def whisper_encoder(input_shape, name: str, width: int, num_layers: int, num_hea
     if normalize_level:
         waveform = LevelNormalization(name="level")(layers.Reshape((-1,), name="level_flat")(waveform))
     x = WhisperLogMel(n_mels=n_mels, hop_length=hop, name="logmel")(waveform)
-    if active_db is not None and pooling != "mean_std":
-        raise ValueError(f"active_db pools the active frames with mean_std pooling. Received: pooling={pooling!r}")
     frames = ActiveFrames(active_db, name="active_frames")(x) if active_db is not None else None
     x = layers.Conv1D(width, 3, padding="same", activation="gelu", name="conv1")(x)
     x = layers.ZeroPadding1D(1, name="conv2_pad")(x)
@@ -215,7 +224,7 @@ def whisper_encoder(input_shape, name: str, width: int, num_layers: int, num_hea
 
 def _pool(x, pooling: str, name: str, frames=None):
     if frames is not None:
-        return MeanStdPooling1D(name=name)([x, frames])
+        return MeanStdPooling1D(with_std=pooling == "mean_std", name=name)([x, frames])
     return (MeanStdPooling1D(name=name) if pooling == "mean_std" else layers.GlobalAveragePooling1D(name=name))(x)
 
 
