@@ -296,6 +296,29 @@ def test_fold_head_checkpoints_are_the_heads_behind_the_out_of_fold_scores(tmp_p
         train(Config.load(None, overrides + ["model.head.save=best"]))
 
 
+def test_features_fill_whole_batches_across_clips_and_equal_clip_by_clip(tmp_path, monkeypatch):
+    """Windows of consecutive clips share batches: the backbone runs on ceil(windows / batch) full batches (only
+    the last padded), and every clip's features and cache entry equal its windows run on their own."""
+    cfg = Config.load(None, ["classes=[a, b, c]", "unknown_class=c", "model.name=cnn4", "audio.duration=0.2",
+                             "model.head.kind=logistic", "model.head.jit_compile=false"])
+    paths = write_clips(tmp_path / "audio", n=9, seconds=(0.25, 0.9))
+    extractor = clip_features.feature_extractor(cfg)
+    windows = {path: clip_features._clip_windows(cfg, path, 0) for path in paths}
+    expected = {path: extractor.predict_on_batch(w) for path, w in windows.items()}
+    total = sum(len(w) for w in windows.values())
+    assert total > 4 * 4 and total % 4 and {len(w) for w in windows.values()} != {1}
+    batches = []
+    run = extractor.predict_on_batch
+    monkeypatch.setattr(extractor, "predict_on_batch", lambda batch: batches.append(len(batch)) or run(batch))
+    cache = clip_features.FeatureCache(tmp_path / "cache", "test")
+    features, errors = clip_features.extract_features(cfg, extractor, paths + [tmp_path / "missing.wav"],
+                                                      cache=cache, batch_size=4, progress=False)
+    assert batches == [4] * -(-total // 4) and list(errors) == [str(tmp_path / "missing.wav")]
+    for path in paths:
+        np.testing.assert_allclose(features[(path, 0)], expected[path], atol=1e-5)
+        np.testing.assert_array_equal(cache.get(path, 0), features[(path, 0)])
+
+
 def test_xla_features_equal_plain_ones_and_an_uncompilable_backbone_falls_back(tmp_path, caplog):
     """`model.head.jit_compile` computes the cached features with XLA: equal to the plain extractor's within 1e-5;
     a backbone XLA cannot compile (here a NumPy op) warns once and is computed without."""

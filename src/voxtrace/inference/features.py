@@ -46,7 +46,11 @@ class FeatureCache:
         return hashlib.sha1(raw.encode()).hexdigest()
 
     def get(self, path, draw: int) -> np.ndarray | None:
-        file = self.dir / f"{self.key(path, draw)}.npy"
+        """The cached features, or None (also when `path` cannot be read: decoding it will report why)."""
+        try:
+            file = self.dir / f"{self.key(path, draw)}.npy"
+        except OSError:
+            return None
         return np.load(file) if file.is_file() else None
 
     def put(self, path, draw: int, features: np.ndarray) -> None:
@@ -132,7 +136,8 @@ def extract_features(cfg, extractor: keras.Model, paths, draws: int = 0, cache: 
                      batch_size: int = 16, progress: bool = True):
     """Window features of every clip and draw: `({(path, draw): [windows, D]}, {path: error message})`.
 
-    Clips that cannot be decoded are reported in the error dict and left out; every other clip is processed.
+    Windows of consecutive clips share full batches of `batch_size`; only the last batch is padded. Clips that
+    cannot be decoded are reported in the error dict and left out; every other clip is processed.
     """
     features, errors = {}, {}
     todo = []
@@ -143,24 +148,25 @@ def extract_features(cfg, extractor: keras.Model, paths, draws: int = 0, cache: 
                 todo.append((path, draw))
             else:
                 features[(path, draw)] = cached
-    pending, owners = [], []
     extract = compiled(extractor) if cfg.model.head.jit_compile else extractor.predict_on_batch
+    waiting, owners, done = [], [], []  # windows not yet run, (clip, window count) not yet stored, their features
 
-    def flush():
-        if not pending:
-            return
-        batch = np.concatenate(pending)
-        padded = np.concatenate([batch, np.zeros((-len(batch) % batch_size, batch.shape[1]), batch.dtype)])
-        out = np.concatenate([extract(padded[i: i + batch_size]) for i in range(0, len(padded), batch_size)])
-        out = out[: len(batch)]
-        start = 0
-        for (path, draw), count in owners:
-            features[(path, draw)] = out[start: start + count]
+    def run(last: bool = False):
+        windows = np.concatenate(waiting) if waiting else np.zeros((0, cfg.num_samples), np.float32)
+        count = len(windows) if last else len(windows) - len(windows) % batch_size
+        if count:
+            batch = windows[:count]
+            batch = np.concatenate([batch, np.zeros((-count % batch_size, *batch.shape[1:]), batch.dtype)])
+            done.append(np.concatenate([extract(batch[i: i + batch_size]) for i in range(0, len(batch), batch_size)])
+                        [:count])
+        waiting[:] = [windows[count:]]
+        ready = np.concatenate(done) if done else None
+        while owners and ready is not None and owners[0][1] <= len(ready):
+            key, n = owners.pop(0)
+            features[key], ready = ready[:n], ready[n:]
             if cache:
-                cache.put(path, draw, features[(path, draw)])
-            start += count
-        pending.clear()
-        owners.clear()
+                cache.put(*key, features[key])
+        done[:] = [ready] if ready is not None else []
 
     bar = tqdm(todo, desc=f"features {cfg.model.name}", unit="clip", disable=not progress or not todo)
     for path, draw in bar:
@@ -169,11 +175,11 @@ def extract_features(cfg, extractor: keras.Model, paths, draws: int = 0, cache: 
         except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
             errors[str(path)] = f"{type(err).__name__}: {err}"
             continue
-        pending.append(windows)
+        waiting.append(windows)
         owners.append(((path, draw), len(windows)))
-        if sum(len(p) for p in pending) >= 4 * batch_size:
-            flush()
-    flush()
+        if sum(len(w) for w in waiting) >= 4 * batch_size:
+            run()
+    run(last=True)
     return features, errors
 
 
